@@ -1,0 +1,125 @@
+//! `SlotStack`: every resident adapter of one (layer, module), stacked by slot.
+//!
+//! A is `[slots, r_max, d_in]`, B is `[slots, d_out, r_max]` (row-major f32). A slot whose
+//! adapter has rank r < r_max keeps zeros in the padding; a slot whose adapter does not
+//! target this module has rank 0 and costs nothing in the kernels.
+
+use crate::{KernelError, Result};
+
+#[derive(Debug, Clone)]
+pub struct SlotStack {
+    slots: usize,
+    r_max: usize,
+    d_in: usize,
+    d_out: usize,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    scale: Vec<f32>,
+    rank: Vec<usize>,
+}
+
+impl SlotStack {
+    pub fn new(slots: usize, r_max: usize, d_in: usize, d_out: usize) -> Self {
+        Self {
+            slots,
+            r_max,
+            d_in,
+            d_out,
+            a: vec![0.0; slots * r_max * d_in],
+            b: vec![0.0; slots * d_out * r_max],
+            scale: vec![0.0; slots],
+            rank: vec![0; slots],
+        }
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+    pub fn r_max(&self) -> usize {
+        self.r_max
+    }
+    pub fn d_in(&self) -> usize {
+        self.d_in
+    }
+    pub fn d_out(&self) -> usize {
+        self.d_out
+    }
+    pub fn rank(&self, slot: usize) -> usize {
+        self.rank[slot]
+    }
+    pub fn scale(&self, slot: usize) -> f32 {
+        self.scale[slot]
+    }
+
+    /// A of one slot: `[r_max, d_in]`.
+    pub fn a(&self, slot: usize) -> &[f32] {
+        let n = self.r_max * self.d_in;
+        &self.a[slot * n..(slot + 1) * n]
+    }
+
+    /// B of one slot: `[d_out, r_max]`.
+    pub fn b(&self, slot: usize) -> &[f32] {
+        let n = self.d_out * self.r_max;
+        &self.b[slot * n..(slot + 1) * n]
+    }
+
+    /// Writes an adapter into `slot`: `a` is `[rank, d_in]`, `b` is `[d_out, rank]`, row-major.
+    /// The previous contents of the slot, padding included, are overwritten.
+    pub fn write_slot(
+        &mut self,
+        slot: usize,
+        a: &[f32],
+        b: &[f32],
+        rank: usize,
+        scale: f32,
+    ) -> Result<()> {
+        if slot >= self.slots {
+            return Err(KernelError::SlotOutOfRange {
+                row: 0,
+                slot: slot as u32,
+                slots: self.slots,
+            });
+        }
+        if rank > self.r_max {
+            return Err(KernelError::RankTooLarge {
+                slot,
+                rank,
+                r_max: self.r_max,
+            });
+        }
+        let check = |what, len: usize, expected: usize| {
+            if len == expected {
+                Ok(())
+            } else {
+                Err(KernelError::SlotShape {
+                    slot,
+                    what,
+                    len,
+                    expected,
+                })
+            }
+        };
+        check("A", a.len(), rank * self.d_in)?;
+        check("B", b.len(), self.d_out * rank)?;
+        let (r_max, d_in, d_out) = (self.r_max, self.d_in, self.d_out);
+        let a_dst = &mut self.a[slot * r_max * d_in..(slot + 1) * r_max * d_in];
+        a_dst.fill(0.0);
+        a_dst[..rank * d_in].copy_from_slice(a);
+        let b_dst = &mut self.b[slot * d_out * r_max..(slot + 1) * d_out * r_max];
+        b_dst.fill(0.0);
+        for (row, src) in b_dst.chunks_exact_mut(r_max).zip(b.chunks_exact(rank.max(1))) {
+            row[..rank].copy_from_slice(&src[..rank]);
+        }
+        self.rank[slot] = rank;
+        self.scale[slot] = scale;
+        Ok(())
+    }
+
+    /// Empties a slot: rank 0, so the kernels skip it.
+    pub fn clear_slot(&mut self, slot: usize) {
+        if slot < self.slots {
+            self.rank[slot] = 0;
+            self.scale[slot] = 0.0;
+        }
+    }
+}

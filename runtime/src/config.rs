@@ -1,0 +1,108 @@
+//! Runtime configuration of a llama-family decoder, independent of the file it came from.
+
+use crate::{Result, RuntimeError};
+
+/// The seven projections a LoRA adapter may target in a llama-family decoder layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ModuleKind {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl ModuleKind {
+    pub const ALL: [ModuleKind; 7] = [
+        Self::Q,
+        Self::K,
+        Self::V,
+        Self::O,
+        Self::Gate,
+        Self::Up,
+        Self::Down,
+    ];
+
+    /// The Hugging Face / PEFT module name, e.g. `q_proj`.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Self::Q => "q_proj",
+            Self::K => "k_proj",
+            Self::V => "v_proj",
+            Self::O => "o_proj",
+            Self::Gate => "gate_proj",
+            Self::Up => "up_proj",
+            Self::Down => "down_proj",
+        }
+    }
+
+    /// The parent block in Hugging Face naming: `self_attn` or `mlp`.
+    pub fn hf_parent(self) -> &'static str {
+        match self {
+            Self::Q | Self::K | Self::V | Self::O => "self_attn",
+            Self::Gate | Self::Up | Self::Down => "mlp",
+        }
+    }
+
+    pub fn from_hf_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.hf_name() == name)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Shapes and constants of a llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    pub rope_theta: f32,
+    pub rms_norm_eps: f64,
+    pub max_position: usize,
+    pub tie_word_embeddings: bool,
+    /// Qwen2 has biases on q/k/v.
+    pub qkv_bias: bool,
+}
+
+impl ModelConfig {
+    /// `(d_in, d_out)` of one projection.
+    pub fn module_shape(&self, module: ModuleKind) -> (usize, usize) {
+        let h = self.hidden_size;
+        let q = self.num_heads * self.head_dim;
+        let kv = self.num_kv_heads * self.head_dim;
+        let i = self.intermediate_size;
+        match module {
+            ModuleKind::Q => (h, q),
+            ModuleKind::K | ModuleKind::V => (h, kv),
+            ModuleKind::O => (q, h),
+            ModuleKind::Gate | ModuleKind::Up => (h, i),
+            ModuleKind::Down => (i, h),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Err(RuntimeError::UnsupportedModel { reason });
+        if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_layers == 0 {
+            return bad(format!("degenerate config {self:?}"));
+        }
+        if self.num_heads % self.num_kv_heads != 0 {
+            return bad(format!(
+                "{} attention heads is not a multiple of {} kv heads",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return bad(format!("head_dim {} is odd", self.head_dim));
+        }
+        Ok(())
+    }
+}
