@@ -7,6 +7,16 @@
 
 pub mod config;
 pub mod error;
+pub mod fetch;
+// pub mod generate; (waits for the sampler)
+pub mod gate;
+pub mod kv_cache;
+pub mod model;
+pub mod weights;
 
 pub use config::{ModelConfig, ModuleKind};
 pub use error::{Result, RuntimeError};
+pub use gate::{Candidate, FixedGate, Gate, GateInput};
+pub use kv_cache::KvCache;
+pub use model::{LlamaModel, LogitRows, LoraStacks, NoAdapters, SeqStep};
+pub use weights::{WeightDtype, WeightSource};

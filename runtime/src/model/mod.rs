@@ -1,0 +1,235 @@
+//! The llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM) over a ragged batch.
+//!
+//! One forward takes any number of sequences, each with its own new tokens, KV cache and
+//! candidate adapters. Their rows are flattened into one `[rows, hidden]` matrix so every
+//! projection runs once for the whole batch; attention runs per row against the row's own
+//! cache. Logits are computed only for the rows asked for.
+
+mod attention;
+mod layer;
+mod norm;
+mod projection;
+mod rope;
+
+pub use projection::{LoraStacks, NoAdapters};
+
+use crate::gate::{Candidate, Gate};
+use crate::weights::{expect_shape, TensorRole, WeightDtype, WeightSource};
+use crate::{KvCache, ModelConfig, ModuleKind, Result, RuntimeError};
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{Device, Module};
+use layer::DecoderLayer;
+use norm::rms_norm;
+use projection::{as_tensor, Projection};
+use rope::Rope;
+use std::ops::Range;
+
+/// Which rows of a sequence need logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitRows {
+    None,
+    Last,
+    All,
+}
+
+/// One sequence's part of a forward step.
+pub struct SeqStep<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub candidates: &'a [Candidate],
+    pub logits: LogitRows,
+}
+
+/// Per-step facts every layer needs, built once per forward.
+pub(crate) struct StepContext<'a> {
+    cfg: &'a ModelConfig,
+    rope: &'a Rope,
+    row_seq: Vec<usize>,
+    positions: Vec<usize>,
+    seq_rows: Vec<Range<usize>>,
+    row_candidates: Vec<&'a [Candidate]>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl StepContext<'_> {
+    fn rows(&self) -> usize {
+        self.row_seq.len()
+    }
+}
+
+pub struct LlamaModel {
+    cfg: ModelConfig,
+    embed: Vec<f32>,
+    layers: Vec<DecoderLayer>,
+    final_norm: Vec<f32>,
+    lm_head: QMatMul,
+    rope: Rope,
+}
+
+impl LlamaModel {
+    pub fn load(source: &mut dyn WeightSource, dtype: WeightDtype) -> Result<Self> {
+        let cfg = source.config().clone();
+        let h = cfg.hidden_size;
+        let embed_q = required(source, TensorRole::Embed)?;
+        expect_shape(TensorRole::Embed, &embed_q, &[cfg.vocab_size, h])?;
+        let embed = embed_q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for l in 0..cfg.num_layers {
+            let mut proj = Vec::with_capacity(7);
+            for m in ModuleKind::ALL {
+                let (d_in, d_out) = cfg.module_shape(m);
+                let role = TensorRole::Proj(l, m);
+                let w = required(source, role)?;
+                expect_shape(role, &w, &[d_out, d_in])?;
+                let bias = match source.tensor(TensorRole::ProjBias(l, m))? {
+                    Some(b) => Some(vector(&b, TensorRole::ProjBias(l, m), d_out)?),
+                    None => None,
+                };
+                proj.push(Projection::new(l, m, matmul(w, dtype)?, bias, d_in, d_out));
+            }
+            layers.push(DecoderLayer {
+                index: l,
+                attn_norm: vector(&required(source, TensorRole::AttnNorm(l))?, TensorRole::AttnNorm(l), h)?,
+                mlp_norm: vector(&required(source, TensorRole::MlpNorm(l))?, TensorRole::MlpNorm(l), h)?,
+                proj,
+            });
+        }
+        let final_norm = vector(&required(source, TensorRole::FinalNorm)?, TensorRole::FinalNorm, h)?;
+        let lm_head = match source.tensor(TensorRole::LmHead)? {
+            Some(w) => {
+                expect_shape(TensorRole::LmHead, &w, &[cfg.vocab_size, h])?;
+                matmul(w, dtype)?
+            }
+            None => matmul(embed_q, dtype)?,
+        };
+        let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
+        Ok(Self {
+            cfg,
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+            rope,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Runs one step for every sequence; returns, per sequence, the logits of the rows it
+    /// asked for, concatenated (`[n_rows, vocab]` row-major; empty for `LogitRows::None`).
+    pub fn forward(&self, seqs: &mut [SeqStep<'_>], lora: &dyn LoraStacks, gate: &dyn Gate) -> Result<Vec<Vec<f32>>> {
+        let cfg = &self.cfg;
+        let mut row_seq = Vec::new();
+        let mut positions = Vec::new();
+        let mut seq_rows = Vec::with_capacity(seqs.len());
+        let mut row_candidates = Vec::new();
+        for (s, seq) in seqs.iter().enumerate() {
+            if seq.tokens.is_empty() {
+                return Err(RuntimeError::InvalidRequest {
+                    reason: format!("sequence {s} has no tokens in this step"),
+                });
+            }
+            let start = seq.cache.len();
+            if start + seq.tokens.len() > cfg.max_position {
+                return Err(RuntimeError::InvalidRequest {
+                    reason: format!(
+                        "sequence {s} would reach position {} but the model's context is {}",
+                        start + seq.tokens.len(),
+                        cfg.max_position
+                    ),
+                });
+            }
+            if let Some(&bad) = seq.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+                return Err(RuntimeError::InvalidRequest {
+                    reason: format!("token id {bad} is outside the vocabulary of {}", cfg.vocab_size),
+                });
+            }
+            let first = row_seq.len();
+            for i in 0..seq.tokens.len() {
+                row_seq.push(s);
+                positions.push(start + i);
+                row_candidates.push(seq.candidates);
+            }
+            seq_rows.push(first..row_seq.len());
+        }
+        let (cos, sin) = self.rope.tables(&positions);
+        let step = StepContext {
+            cfg,
+            rope: &self.rope,
+            row_seq,
+            positions,
+            seq_rows,
+            row_candidates,
+            cos,
+            sin,
+        };
+        let h_dim = cfg.hidden_size;
+        let mut h = Vec::with_capacity(step.rows() * h_dim);
+        for seq in seqs.iter() {
+            for &t in seq.tokens {
+                h.extend_from_slice(&self.embed[t as usize * h_dim..(t as usize + 1) * h_dim]);
+            }
+        }
+        {
+            let mut caches: Vec<&mut KvCache> = seqs.iter_mut().map(|s| &mut *s.cache).collect();
+            for layer in &self.layers {
+                layer.forward(&mut h, &step, &mut caches, lora, gate)?;
+            }
+        }
+        for seq in seqs.iter_mut() {
+            seq.cache.commit(seq.tokens.len());
+        }
+        // Logits only for the rows asked for: the vocabulary projection is the largest matmul.
+        let mut wanted = Vec::new();
+        let mut counts = Vec::with_capacity(seqs.len());
+        for (seq, rows) in seqs.iter().zip(&step.seq_rows) {
+            let picked: Vec<usize> = match seq.logits {
+                LogitRows::None => vec![],
+                LogitRows::Last => vec![rows.end - 1],
+                LogitRows::All => rows.clone().collect(),
+            };
+            counts.push(picked.len());
+            wanted.extend(picked);
+        }
+        let mut out = Vec::with_capacity(seqs.len());
+        if wanted.is_empty() {
+            out.resize(seqs.len(), Vec::new());
+            return Ok(out);
+        }
+        let mut picked_h = Vec::with_capacity(wanted.len() * h_dim);
+        for &r in &wanted {
+            picked_h.extend_from_slice(&h[r * h_dim..(r + 1) * h_dim]);
+        }
+        let normed = rms_norm(&picked_h, &self.final_norm, cfg.rms_norm_eps);
+        let logits = self.lm_head.forward(&as_tensor(&normed, h_dim)?)?;
+        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        let v = cfg.vocab_size;
+        let mut at = 0;
+        for n in counts {
+            out.push(logits[at * v..(at + n) * v].to_vec());
+            at += n;
+        }
+        Ok(out)
+    }
+}
+
+fn required(source: &mut dyn WeightSource, role: TensorRole) -> Result<QTensor> {
+    source
+        .tensor(role)?
+        .ok_or_else(|| RuntimeError::MissingTensor { name: role.hf_name() })
+}
+
+fn vector(t: &QTensor, role: TensorRole, len: usize) -> Result<Vec<f32>> {
+    expect_shape(role, t, &[len])?;
+    Ok(t.dequantize(&Device::Cpu)?.to_vec1::<f32>()?)
+}
+
+fn matmul(t: QTensor, dtype: WeightDtype) -> Result<QMatMul> {
+    Ok(match dtype {
+        WeightDtype::Native => QMatMul::from_qtensor(t)?,
+        WeightDtype::F32 => QMatMul::Tensor(t.dequantize(&Device::Cpu)?),
+    })
+}
