@@ -32,8 +32,18 @@ pub enum RuntimeError {
     },
     #[error("invalid adapter id {id:?}: {reason}")]
     InvalidAdapterId { id: String, reason: String },
+    #[error("adapter {id} (built in memory): {reason}")]
+    AdapterParts { id: String, reason: String },
+    #[error("adapter {id} does not fit the adapter bank: {reason}")]
+    AdapterDoesNotFit { id: String, reason: String },
     #[error("adapter bank is full: all {slots} slots are pinned by running sequences")]
     BankFull { slots: usize },
+    #[error("bank config: {field} = {value}: {reason}")]
+    BankConfig {
+        field: &'static str,
+        value: usize,
+        reason: &'static str,
+    },
     #[error("tokenizer: {reason}")]
     Tokenizer { reason: String },
     #[error("chat template: {reason}")]
@@ -53,6 +63,8 @@ pub enum RuntimeError {
 pub type Result<T> = std::result::Result<T, RuntimeError>;
 
 impl RuntimeError {
+    // For the model-file loaders; nothing calls it yet, and `-D warnings` must stay clean.
+    #[allow(dead_code)]
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

@@ -5,6 +5,7 @@
 //! each row's candidate adapters into a `MixPlan` that `loramux_kernels::lora_mix` applies;
 //! attention runs per sequence against that sequence's own KV cache.
 
+pub mod adapter;
 pub mod config;
 pub mod error;
 pub mod fetch;
@@ -14,6 +15,7 @@ pub mod kv_cache;
 pub mod model;
 pub mod weights;
 
+pub use adapter::{Adapter, AdapterId};
 pub use config::{ModelConfig, ModuleKind};
 pub use error::{Result, RuntimeError};
 pub use gate::{Candidate, FixedGate, Gate, GateInput};
