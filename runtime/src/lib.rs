@@ -6,6 +6,7 @@
 //! attention runs per sequence against that sequence's own KV cache.
 
 pub mod adapter;
+pub mod bank;
 pub mod config;
 pub mod error;
 pub mod fetch;
@@ -16,6 +17,7 @@ pub mod model;
 pub mod weights;
 
 pub use adapter::{Adapter, AdapterId};
+pub use bank::{AdapterBank, AdapterLease, BankConfig, BankStats};
 pub use config::{ModelConfig, ModuleKind};
 pub use error::{Result, RuntimeError};
 pub use gate::{Candidate, FixedGate, Gate, GateInput};
