@@ -63,8 +63,6 @@ pub enum RuntimeError {
 pub type Result<T> = std::result::Result<T, RuntimeError>;
 
 impl RuntimeError {
-    // For the model-file loaders; nothing calls it yet, and `-D warnings` must stay clean.
-    #[allow(dead_code)]
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

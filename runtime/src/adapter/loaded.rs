@@ -287,6 +287,66 @@ mod tests {
         assert_eq!(adapter.weights(0, ModuleKind::Q).unwrap().a, values(3, 64));
     }
 
+    /// The adapters `scripts/make_reference_fixtures.py` saved with PEFT for SmolLM2-135M.
+    #[test]
+    fn loads_the_peft_reference_fixtures() {
+        let smollm2 = ModelConfig {
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_layers: 30,
+            num_heads: 9,
+            num_kv_heads: 3,
+            head_dim: 64,
+            vocab_size: 49152,
+            ..tiny_model()
+        };
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters");
+        // (folder, modules, [(layer, module, rank, scale)] spot checks)
+        let cases = [
+            (
+                "r8_qv",
+                60,
+                vec![(0, ModuleKind::Q, 8, 2.0), (29, ModuleKind::V, 8, 2.0)],
+            ),
+            // Regex over layers 0-9 of o_proj/down_proj, rsLoRA: 8 / sqrt(16).
+            (
+                "r16_rslora_regex",
+                20,
+                vec![(9, ModuleKind::Down, 16, 2.0), (3, ModuleKind::O, 16, 2.0)],
+            ),
+            (
+                "r2_all7",
+                210,
+                vec![(0, ModuleKind::Gate, 2, 2.0), (29, ModuleKind::K, 2, 2.0)],
+            ),
+            // rank_pattern / alpha_pattern {"gate_proj": 8 / 32}: 32 / 8.
+            (
+                "r4_rank_pattern",
+                90,
+                vec![(5, ModuleKind::Gate, 8, 4.0), (5, ModuleKind::Up, 4, 2.0)],
+            ),
+        ];
+        for (folder, modules, checks) in cases {
+            let dir = root.join(folder);
+            let adapter = Adapter::load(id(&folder.replace('_', "-")), &dir, &smollm2).unwrap();
+            assert_eq!(adapter.num_modules(), modules, "{folder}");
+            for (layer, module, rank, scale) in checks {
+                let w = adapter.weights(layer, module).unwrap();
+                assert_eq!(
+                    (w.rank, w.scale),
+                    (rank, scale),
+                    "{folder} layer {layer} {module:?}"
+                );
+            }
+            assert!(adapter.weights(10, ModuleKind::O).is_none() || folder != "r16_rslora_regex");
+            let bytes = std::fs::read(dir.join(Adapter::WEIGHTS_FILE)).unwrap();
+            assert_eq!(
+                adapter.sha256(),
+                Some(hex::encode(Sha256::digest(&bytes)).as_str())
+            );
+        }
+    }
+
     fn part(module: ModuleKind, rank: usize) -> LoraWeights {
         let (d_in, d_out) = tiny_model().module_shape(module);
         LoraWeights {

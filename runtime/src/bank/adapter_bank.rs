@@ -15,6 +15,7 @@ use loramux_kernels::SlotStack;
 use super::lease::lock;
 use super::stacks::ModuleStacks;
 use super::{AdapterLease, BankConfig, BankStats, SlotPlan, SlotTable};
+use crate::model::LoraStacks;
 use crate::{Adapter, AdapterId, ModelConfig, ModuleKind, Result, RuntimeError};
 
 #[derive(Debug)]
@@ -96,6 +97,13 @@ impl AdapterBank {
 
     pub fn config(&self) -> BankConfig {
         self.config
+    }
+}
+
+/// The model reads the resident adapters through this trait.
+impl LoraStacks for AdapterBank {
+    fn stack(&self, layer: usize, module: ModuleKind) -> Option<&SlotStack> {
+        self.stacks.get(layer, module)
     }
 }
 
