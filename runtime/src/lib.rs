@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod error;
+pub mod tokenizer;
 
 pub use config::{ModelConfig, ModuleKind};
 pub use error::{Result, RuntimeError};
+pub use tokenizer::{TokenStream, Tokenizer};
