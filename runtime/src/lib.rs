@@ -5,10 +5,12 @@
 //! each row's candidate adapters into a `MixPlan` that `loramux_kernels::lora_mix` applies;
 //! attention runs per sequence against that sequence's own KV cache.
 
+pub mod chat_template;
 pub mod config;
 pub mod error;
 pub mod tokenizer;
 
+pub use chat_template::{ChatMessage, ChatTemplate};
 pub use config::{ModelConfig, ModuleKind};
 pub use error::{Result, RuntimeError};
 pub use tokenizer::{TokenStream, Tokenizer};
