@@ -8,9 +8,11 @@
 pub mod chat_template;
 pub mod config;
 pub mod error;
+pub mod sampling;
 pub mod tokenizer;
 
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use config::{ModelConfig, ModuleKind};
 pub use error::{Result, RuntimeError};
+pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::{TokenStream, Tokenizer};
