@@ -105,7 +105,8 @@ pub fn generate_batch(
                 l.top = top_logits(&logits, 10);
             }
             if req.max_tokens == 0 {
-                outputs[l.request] = Some(l.finish(req, FinishReason::Length));
+                let at = l.request;
+                outputs[at] = Some(l.finish(req, FinishReason::Length));
                 continue;
             }
             let token = l.sampler.sample(&logits, &l.history);
@@ -113,11 +114,13 @@ pub fn generate_batch(
             l.output.push(token);
             on_token(l.request, token);
             if req.stop_ids.contains(&token) {
-                outputs[l.request] = Some(l.finish(req, FinishReason::Stop));
+                let at = l.request;
+                outputs[at] = Some(l.finish(req, FinishReason::Stop));
                 continue;
             }
             if l.output.len() >= req.max_tokens {
-                outputs[l.request] = Some(l.finish(req, FinishReason::Length));
+                let at = l.request;
+                outputs[at] = Some(l.finish(req, FinishReason::Length));
                 continue;
             }
             l.next_input = vec![token];

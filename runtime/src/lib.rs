@@ -7,20 +7,28 @@
 
 pub mod adapter;
 pub mod bank;
+pub mod base;
+pub mod chat_template;
 pub mod config;
 pub mod error;
 pub mod fetch;
-// pub mod generate; (waits for the sampler)
 pub mod gate;
+pub mod generate;
 pub mod kv_cache;
 pub mod model;
+pub mod sampling;
+pub mod tokenizer;
 pub mod weights;
 
 pub use adapter::{Adapter, AdapterId};
 pub use bank::{AdapterBank, AdapterLease, BankConfig, BankStats};
+pub use base::BaseModel;
+pub use chat_template::{ChatMessage, ChatTemplate};
 pub use config::{ModelConfig, ModuleKind};
 pub use error::{Result, RuntimeError};
 pub use gate::{Candidate, FixedGate, Gate, GateInput};
 pub use kv_cache::KvCache;
 pub use model::{LlamaModel, LogitRows, LoraStacks, NoAdapters, SeqStep};
+pub use sampling::{Sampler, SamplingParams};
+pub use tokenizer::{TokenStream, Tokenizer};
 pub use weights::{WeightDtype, WeightSource};

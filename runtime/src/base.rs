@@ -1,0 +1,60 @@
+//! `BaseModel`: the decoder, its tokenizer and its chat template, loaded together from one
+//! GGUF file or Hugging Face folder.
+
+use crate::weights::{self, TokenizerSource, WeightDtype};
+use crate::{ChatMessage, ChatTemplate, LlamaModel, Result, Tokenizer};
+use std::path::Path;
+
+pub struct BaseModel {
+    pub model: LlamaModel,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+}
+
+impl BaseModel {
+    pub fn load(path: &Path, dtype: WeightDtype) -> Result<Self> {
+        let mut source = weights::open(path)?;
+        let (tokenizer, template) = match source.tokenizer_source() {
+            TokenizerSource::Gguf(content) => {
+                let tokenizer = Tokenizer::from_gguf(&content)?;
+                let template = ChatTemplate::from_gguf(&content, &tokenizer)?;
+                (tokenizer, template)
+            }
+            TokenizerSource::File {
+                tokenizer_json,
+                chat_template,
+            } => {
+                let tokenizer = Tokenizer::from_file(&tokenizer_json)?;
+                let dir = tokenizer_json.parent().unwrap_or(Path::new("."));
+                let template = match chat_template {
+                    Some(_) => ChatTemplate::from_tokenizer_config(dir.join("tokenizer_config.json"))?,
+                    None => ChatTemplate::chatml(None, None)?,
+                };
+                (tokenizer, template)
+            }
+        };
+        let model = LlamaModel::load(source.as_mut(), dtype)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            template,
+        })
+    }
+
+    /// Token ids of a one-message chat, ready for the assistant's reply.
+    pub fn chat_prompt_ids(&self, user: &str) -> Result<Vec<u32>> {
+        self.chat_ids(&[ChatMessage::new("user", user)])
+    }
+
+    /// Renders the chat template (with the generation prompt) and tokenizes it. Special
+    /// tokens come from the rendered text, so no BOS is added on top.
+    pub fn chat_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let text = self.template.render(messages, true)?;
+        self.tokenizer.encode(&text, false)
+    }
+
+    /// Token ids of a raw prompt: the text as is, BOS only when the model asks for it.
+    pub fn raw_ids(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text, true)
+    }
+}
