@@ -46,6 +46,10 @@ struct Batch {
 }
 
 const LOGIT_TOL: f32 = 1e-3;
+/// Reference top-1/top-2 gaps below this are ties for the quantized check: Q8 activation
+/// quantization moves logits by up to ~0.2 here, but never reorders a gap of 0.05+ in these
+/// fixtures (the one tie, base_chat_0, has a gap of 0.006).
+const TIE_MARGIN: f32 = 0.05;
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -167,7 +171,18 @@ fn quantized_weights_keep_the_top1_token() {
         })
         .collect();
     let out = generate_batch(&base.model, &s.bank, &FixedGate, &requests, &mut |_, _| {}).expect("generation");
+    let mut strict = 0;
     for (case, o) in fx.cases.iter().zip(&out) {
-        assert_eq!(o.top_logits[0].0, case.top_logits[0].0, "{}: top-1 with quantized weights", case.name);
+        let ours = o.top_logits[0].0;
+        let (best, best_logit) = case.top_logits[0];
+        if best_logit - case.top_logits[1].1 >= TIE_MARGIN {
+            strict += 1;
+            assert_eq!(ours, best, "{}: top-1 with quantized weights", case.name);
+        } else {
+            // A near-tie in the f32 reference: 8-bit activations may pick either side of it.
+            let tied: Vec<u32> = case.top_logits.iter().filter(|(_, l)| best_logit - l < TIE_MARGIN).map(|(id, _)| *id).collect();
+            assert!(tied.contains(&ours), "{}: quantized top-1 {ours} is not among the tied {tied:?}", case.name);
+        }
     }
+    assert!(strict * 4 >= fx.cases.len() * 3, "most cases must be decided, not ties");
 }
