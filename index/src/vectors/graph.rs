@@ -1,0 +1,166 @@
+//! `Graph`: the hnsw_rs HNSW graph over unit vectors, with its file dump and reload.
+//!
+//! Everything hnsw_rs-specific lives here, including its habits that do not fit a load
+//! path: it panics (asserts) on malformed files, so reload runs under `catch_unwind` and a
+//! panic becomes an error (the caller then rebuilds from the registry).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo, Neighbour};
+
+use crate::embed::dot;
+use crate::{IndexError, Result};
+
+/// Cosine distance `1 - a·b` for unit vectors, with a dot product that vectorizes (the
+/// crate's scalar `DistDot` does not without nightly or extra features).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnitCosine;
+
+impl Distance<f32> for UnitCosine {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - dot(a, b)).max(0.0)
+    }
+}
+
+/// HNSW construction and search settings.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GraphParams {
+    /// Neighbours kept per node and layer (HNSW's M).
+    pub max_connections: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+}
+
+impl Default for GraphParams {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            ef_construction: 100,
+            ef_search: 64,
+        }
+    }
+}
+
+/// Maximum HNSW layer count (hnsw_rs caps it at 16).
+const MAX_LAYERS: usize = 16;
+
+pub(crate) struct Graph {
+    hnsw: Hnsw<'static, f32, UnitCosine>,
+    params: GraphParams,
+}
+
+impl Graph {
+    pub(crate) fn new(params: GraphParams, capacity: usize) -> Self {
+        let max_connections = params.max_connections.clamp(2, 255);
+        let hnsw = Hnsw::new(max_connections, capacity.max(16), MAX_LAYERS, params.ef_construction.max(8), UnitCosine);
+        Self { hnsw, params }
+    }
+
+    pub(crate) fn params(&self) -> GraphParams {
+        self.params
+    }
+
+    /// Inserts points `(vector, data id)`; uses every core for large batches.
+    pub(crate) fn insert(&mut self, points: &[(&[f32], usize)]) {
+        // hnsw_rs refuses inserts while "searching mode" is on; it only tunes its own locking.
+        self.hnsw.set_searching_mode(false);
+        if points.len() >= 64 {
+            self.hnsw.parallel_insert_slice(&points.to_vec());
+        } else {
+            for &(v, id) in points {
+                self.hnsw.insert_slice((v, id));
+            }
+        }
+        self.hnsw.set_searching_mode(true);
+    }
+
+    /// The `k` nearest live points as `(data id, cosine similarity)`, best first.
+    pub(crate) fn search(&self, query: &[f32], k: usize, live: &dyn Fn(usize) -> bool) -> Vec<(usize, f32)> {
+        let filter = |id: &usize| live(*id);
+        let ef = self.params.ef_search.max(k);
+        let found: Vec<Neighbour> = self.hnsw.search_filter(query, k, ef, Some(&filter));
+        found.into_iter().map(|n| (n.d_id, 1.0 - n.distance)).collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.hnsw.get_nb_point()
+    }
+
+    /// Writes `<dir>/<basename>.hnsw.graph` and `.hnsw.data`.
+    pub(crate) fn dump(&self, dir: &Path, basename: &str) -> Result<()> {
+        let fail = |reason: String| IndexError::VectorIndex {
+            path: dir.join(basename),
+            reason,
+        };
+        let written = catch_unwind(AssertUnwindSafe(|| self.hnsw.file_dump(dir, basename)))
+            .map_err(|_| fail("hnsw_rs panicked while writing".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        if written != basename {
+            return Err(fail(format!("hnsw_rs wrote {written} instead")));
+        }
+        Ok(())
+    }
+
+    /// Reloads a dump written by [`Graph::dump`].
+    pub(crate) fn load(dir: &Path, basename: &str, params: GraphParams) -> Result<Self> {
+        let fail = |reason: String| IndexError::VectorIndex {
+            path: dir.join(basename),
+            reason,
+        };
+        let loaded = catch_unwind(AssertUnwindSafe(|| {
+            // The default options read every point into memory (no mmap).
+            let mut io = HnswIo::new(dir, basename);
+            io.load_hnsw::<f32, UnitCosine>().map(|h| {
+                // SAFETY: hnsw_rs ties the graph's lifetime to the `HnswIo` because with
+                // mmap enabled points may borrow the mapping it owns. Mmap is off here (the
+                // default `ReloadOptions`), so every point owns its vector (`PointData::V`)
+                // and nothing borrows `io`; only the lifetime parameter changes.
+                unsafe { std::mem::transmute::<Hnsw<'_, f32, UnitCosine>, Hnsw<'static, f32, UnitCosine>>(h) }
+            })
+        }))
+        .map_err(|_| fail("hnsw_rs panicked while reading (malformed dump)".into()))?
+        .map_err(|e| fail(e.to_string()))?;
+        let mut hnsw = loaded;
+        hnsw.set_searching_mode(true);
+        Ok(Self { hnsw, params })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(seed: u32, dim: usize) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..dim).map(|i| ((seed as f32 + 1.0) * (i as f32 + 0.5)).sin()).collect();
+        crate::embed::l2_normalize(&mut v);
+        v
+    }
+
+    #[test]
+    fn finds_itself_and_survives_a_dump() {
+        let vs: Vec<Vec<f32>> = (0..200).map(|s| unit(s, 24)).collect();
+        let mut g = Graph::new(GraphParams::default(), vs.len());
+        let pts: Vec<(&[f32], usize)> = vs.iter().enumerate().map(|(i, v)| (v.as_slice(), i)).collect();
+        g.insert(&pts);
+        let hit = g.search(&vs[17], 1, &|_| true);
+        assert_eq!(hit[0].0, 17);
+        assert!((hit[0].1 - 1.0).abs() < 1e-5);
+        let not17 = g.search(&vs[17], 1, &|id| id != 17);
+        assert_ne!(not17[0].0, 17);
+
+        let dir = tempfile::tempdir().unwrap();
+        g.dump(dir.path(), "g").unwrap();
+        let back = Graph::load(dir.path(), "g", GraphParams::default()).unwrap();
+        assert_eq!(back.len(), 200);
+        assert_eq!(back.search(&vs[42], 1, &|_| true)[0].0, 42);
+    }
+
+    #[test]
+    fn a_garbage_dump_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("g.hnsw.graph"), b"not a graph").unwrap();
+        std::fs::write(dir.path().join("g.hnsw.data"), b"nor data").unwrap();
+        assert!(Graph::load(dir.path(), "g", GraphParams::default()).is_err());
+    }
+}
