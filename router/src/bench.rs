@@ -1,0 +1,252 @@
+//! The routing benchmark: embedding throughput, index build / save / load times, search
+//! and route latency at registry scale.
+//!
+//! The index holds synthetic vectors (random unit "topic" centers, each adapter's examples
+//! perturbed around its center), which is what search timing needs; the route latency
+//! embeds a real ~100-token prompt with the real embedder, then searches and aggregates.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use loramux_index::{AdapterKey, BertEmbedder, Embedder, GraphParams, TextKind, VectorIndex};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::retrieve::{retrieve, RetrievalConfig};
+use crate::{Result, RouterError};
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub adapters: usize,
+    pub examples_per_adapter: usize,
+    pub search_queries: usize,
+    pub route_queries: usize,
+    /// Prompts embedded one by one, and in batches of 32, for throughput.
+    pub throughput_prompts: usize,
+    /// Tokens in the routed prompt.
+    pub prompt_tokens: usize,
+    pub graph: GraphParams,
+    pub retrieval: RetrievalConfig,
+    /// Where the index is saved and reloaded.
+    pub workdir: PathBuf,
+    pub seed: u64,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        Self {
+            adapters: 10_000,
+            examples_per_adapter: 20,
+            search_queries: 2000,
+            route_queries: 200,
+            throughput_prompts: 128,
+            prompt_tokens: 100,
+            graph: GraphParams::default(),
+            retrieval: RetrievalConfig::default(),
+            workdir: std::env::temp_dir().join("loramux-bench-route"),
+            seed: 7,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+}
+
+impl Percentiles {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort();
+        let at = |q: f64| {
+            let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            samples.get(i).map(|d| d.as_secs_f64() * 1e3).unwrap_or(f64::NAN)
+        };
+        let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / samples.len().max(1) as f64;
+        Self {
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            mean_ms: mean,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub adapters: usize,
+    pub vectors: usize,
+    pub dim: usize,
+    pub embed_batch1_per_s: f64,
+    pub embed_batch32_per_s: f64,
+    pub throughput_prompt_tokens: f64,
+    pub build_s: f64,
+    pub save_s: f64,
+    pub load_s: f64,
+    /// Fraction of searches whose nearest text belongs to the adapter the query was drawn around.
+    pub search_recall_at_1: f64,
+    pub search: Percentiles,
+    pub route_prompt_tokens: usize,
+    pub embed_prompt: Percentiles,
+    pub route: Percentiles,
+}
+
+/// Benchmark stages, for progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Throughput,
+    Build,
+    SaveLoad,
+    Search,
+    Route,
+}
+
+/// Short prompts for throughput, varied so batches are not identical.
+fn short_prompt(i: usize) -> String {
+    const SUBJECTS: [&str; 8] = ["a SQL query", "a haiku", "a unit test", "a cover letter", "a proof", "a recipe", "a poem", "a summary"];
+    const TOPICS: [&str; 8] = ["sales by region", "autumn rain", "a parser", "a data job", "prime numbers", "lentil soup", "the sea", "this report"];
+    format!("Please write {} about {} (request {i}).", SUBJECTS[i % 8], TOPICS[(i / 8) % 8])
+}
+
+/// A prompt of exactly `tokens` tokens (special tokens included), cut from a long text.
+fn long_prompt(embedder: &BertEmbedder, tokens: usize) -> Result<(String, usize)> {
+    let base = "I am preparing the quarterly report for our regional sales team and need help \
+        writing a SQL query that joins the orders table with the customers table, groups the \
+        results by region and month, computes the total revenue and the average order value, \
+        and filters out cancelled orders and test accounts. The database is PostgreSQL 15, \
+        the orders table has about forty million rows, and the query must finish in under \
+        ten seconds, so please also suggest indexes and explain the execution plan briefly.";
+    let words: Vec<&str> = base.split_whitespace().cycle().take(400).collect();
+    let (mut lo, mut hi) = (1, words.len());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if embedder.count_tokens(&words[..mid].join(" "))? <= tokens {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let text = words[..lo].join(" ");
+    let n = embedder.count_tokens(&text)?;
+    Ok((text, n))
+}
+
+fn random_unit(rng: &mut StdRng, dim: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+    loramux_index::embed::l2_normalize(&mut v);
+    v
+}
+
+fn perturbed(rng: &mut StdRng, center: &[f32], noise: f32) -> Vec<f32> {
+    let mut v: Vec<f32> = center.iter().map(|c| c + noise * (rng.random::<f32>() * 2.0 - 1.0)).collect();
+    loramux_index::embed::l2_normalize(&mut v);
+    v
+}
+
+pub fn run(embedder: &BertEmbedder, cfg: &BenchConfig, progress: &mut dyn FnMut(Stage, usize, usize)) -> Result<BenchReport> {
+    cfg.retrieval.validate()?;
+    let dim = embedder.dim();
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+
+    // Embedding throughput.
+    let prompts: Vec<String> = (0..cfg.throughput_prompts).map(short_prompt).collect();
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let throughput_prompt_tokens =
+        refs.iter().map(|p| embedder.count_tokens(p)).sum::<loramux_index::Result<usize>>()? as f64 / refs.len().max(1) as f64;
+    embedder.embed(&refs[..refs.len().min(4)])?; // warm-up
+    let t = Instant::now();
+    for (i, p) in refs.iter().enumerate() {
+        embedder.embed(&[p])?;
+        progress(Stage::Throughput, i + 1, 2 * refs.len());
+    }
+    let embed_batch1_per_s = refs.len() as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for (i, chunk) in refs.chunks(32).enumerate() {
+        embedder.embed(chunk)?;
+        progress(Stage::Throughput, refs.len() + (i + 1) * 32, 2 * refs.len());
+    }
+    let embed_batch32_per_s = refs.len() as f64 / t.elapsed().as_secs_f64();
+
+    // Build.
+    let centers: Vec<Vec<f32>> = (0..cfg.adapters).map(|_| random_unit(&mut rng, dim)).collect();
+    let keys: Vec<AdapterKey> = (0..cfg.adapters).map(|i| AdapterKey::new(&format!("synthetic-{i:05}"))).collect::<loramux_index::Result<_>>()?;
+    let vectors: Vec<Vec<(TextKind, Vec<f32>)>> = centers
+        .iter()
+        .map(|c| (0..cfg.examples_per_adapter).map(|_| (TextKind::Example, perturbed(&mut rng, c, 0.08))).collect())
+        .collect();
+    let total = cfg.adapters * cfg.examples_per_adapter;
+    let mut index = VectorIndex::new(dim, embedder.id(), cfg.graph, total);
+    let t = Instant::now();
+    let step = (cfg.adapters / 50).max(1);
+    for start in (0..cfg.adapters).step_by(step) {
+        let end = (start + step).min(cfg.adapters);
+        let batch: Vec<(&AdapterKey, i64, &[(TextKind, Vec<f32>)])> = (start..end).map(|i| (&keys[i], 1, vectors[i].as_slice())).collect();
+        index.insert_many(&batch)?;
+        progress(Stage::Build, end, cfg.adapters);
+    }
+    let build_s = t.elapsed().as_secs_f64();
+
+    // Save and reload.
+    let _ = std::fs::remove_dir_all(&cfg.workdir);
+    let t = Instant::now();
+    index.save(&cfg.workdir)?;
+    let save_s = t.elapsed().as_secs_f64();
+    progress(Stage::SaveLoad, 1, 2);
+    drop(index);
+    let t = Instant::now();
+    let index = VectorIndex::load(&cfg.workdir, embedder.id(), dim)?.ok_or_else(|| RouterError::Config {
+        field: "workdir",
+        reason: "the saved index vanished".into(),
+    })?;
+    let load_s = t.elapsed().as_secs_f64();
+    progress(Stage::SaveLoad, 2, 2);
+
+    // Search alone.
+    let mut samples = Vec::with_capacity(cfg.search_queries);
+    let mut correct = 0usize;
+    for q in 0..cfg.search_queries {
+        let a = rng.random_range(0..cfg.adapters);
+        let query = perturbed(&mut rng, &centers[a], 0.08);
+        let t = Instant::now();
+        let hits = index.search(&query, cfg.retrieval.search_k)?;
+        samples.push(t.elapsed());
+        correct += usize::from(hits.first().is_some_and(|h| h.key == keys[a]));
+        if q % 100 == 99 {
+            progress(Stage::Search, q + 1, cfg.search_queries);
+        }
+    }
+    let search = Percentiles::of(samples);
+    let search_recall_at_1 = correct as f64 / cfg.search_queries.max(1) as f64;
+
+    // Route: real embedding of a real prompt, then search and aggregation.
+    let (prompt, route_prompt_tokens) = long_prompt(embedder, cfg.prompt_tokens)?;
+    retrieve(embedder, &index, &prompt, &cfg.retrieval)?; // warm-up
+    let mut embed_samples = Vec::with_capacity(cfg.route_queries);
+    let mut route_samples = Vec::with_capacity(cfg.route_queries);
+    for q in 0..cfg.route_queries {
+        let t = Instant::now();
+        embedder.embed_one(&prompt)?;
+        embed_samples.push(t.elapsed());
+        let t = Instant::now();
+        retrieve(embedder, &index, &prompt, &cfg.retrieval)?;
+        route_samples.push(t.elapsed());
+        progress(Stage::Route, q + 1, cfg.route_queries);
+    }
+    Ok(BenchReport {
+        adapters: cfg.adapters,
+        vectors: total,
+        dim,
+        embed_batch1_per_s,
+        embed_batch32_per_s,
+        throughput_prompt_tokens,
+        build_s,
+        save_s,
+        load_s,
+        search_recall_at_1,
+        search,
+        route_prompt_tokens,
+        embed_prompt: Percentiles::of(embed_samples),
+        route: Percentiles::of(route_samples),
+    })
+}

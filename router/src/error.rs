@@ -1,0 +1,19 @@
+//! The one public error type of the router crate.
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error(transparent)]
+    Index(#[from] loramux_index::IndexError),
+    #[error(transparent)]
+    Runtime(#[from] loramux_runtime::RuntimeError),
+    #[error("adapter {id} is not registered")]
+    UnknownAdapter { id: String },
+    #[error("invalid adapter choice: {reason}")]
+    InvalidChoice { reason: String },
+    #[error("router config: {field}: {reason}")]
+    Config { field: &'static str, reason: String },
+    #[error("the registry lock was poisoned by a panic in another thread")]
+    Poisoned,
+}
+
+pub type Result<T> = std::result::Result<T, RouterError>;
