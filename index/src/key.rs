@@ -53,7 +53,8 @@ fn is_allowed(c: char) -> bool {
 
 impl fmt::Display for AdapterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad` honours width and alignment, so ids line up in tables.
+        f.pad(&self.0)
     }
 }
 

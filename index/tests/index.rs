@@ -130,7 +130,11 @@ fn assert_consistent(reg: &Registry) {
 fn registration_round_trip_survives_reopen() {
     let fx = Fixture::new();
     let src = fx.adapter("sql", "w1");
+    let fresh = fx.open();
+    assert!(matches!(fresh.open_report().index, IndexState::Rebuilt { .. }));
+    drop(fresh);
     let mut reg = fx.open();
+    assert_eq!(reg.open_report().index, IndexState::Loaded, "an empty index is saved too");
     let rec = reg
         .register(fx.request("sql", src, "writes SQL queries", &["select customers by region", "join orders with customers"]), &AcceptAll(summary()))
         .unwrap();

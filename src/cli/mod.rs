@@ -1,8 +1,11 @@
 //! The command-line interface: one subcommand per file.
 
+mod adapters;
 mod bench;
+mod bench_route;
 mod generate;
 mod models;
+mod route;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +27,12 @@ enum Command {
     },
     /// Decode throughput: base, one adapter and mixed adapters, against candle's quantized_llama.
     Bench(bench::BenchArgs),
+    /// Register, list and remove adapters.
+    Adapters(adapters::AdaptersArgs),
+    /// Show the route plan (candidate adapters with scores) for a prompt.
+    Route(route::RouteArgs),
+    /// Routing benchmark: embedding throughput, index build/load, search and route latency.
+    BenchRoute(bench_route::BenchRouteArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -31,5 +40,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Models { command } => models::run(command),
         Command::Bench(args) => bench::run(args),
+        Command::Adapters(args) => adapters::run(args),
+        Command::Route(args) => route::run(args),
+        Command::BenchRoute(args) => bench_route::run(args),
     }
 }

@@ -58,19 +58,24 @@ impl VectorIndex {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        let basename = format!("g{nanos:x}-{}", std::process::id());
-        self.graph.dump(dir, &basename)?;
-        let (graph, data) = (graph_file(dir, &basename), data_file(dir, &basename));
-        fsync(&graph)?;
-        fsync(&data)?;
+        // hnsw_rs cannot dump an empty graph: an empty index is a manifest without a dump.
+        let basename = if self.points.is_empty() { String::new() } else { format!("g{nanos:x}-{}", std::process::id()) };
+        let (mut graph_bytes, mut data_bytes) = (0, 0);
+        if !basename.is_empty() {
+            self.graph.dump(dir, &basename)?;
+            let (graph, data) = (graph_file(dir, &basename), data_file(dir, &basename));
+            fsync(&graph)?;
+            fsync(&data)?;
+            (graph_bytes, data_bytes) = (size(&graph)?, size(&data)?);
+        }
         let manifest = Manifest {
             format: FORMAT,
             embedder: self.embedder.clone(),
             dim: self.dim,
             params: self.graph.params(),
             basename: basename.clone(),
-            graph_bytes: size(&graph)?,
-            data_bytes: size(&data)?,
+            graph_bytes,
+            data_bytes,
             entries: self.entries.clone(),
             points: self.points.clone(),
         };
@@ -106,14 +111,18 @@ impl VectorIndex {
                 m.format, m.embedder, m.dim
             )));
         }
-        let (graph_path, data_path) = (graph_file(dir, &m.basename), data_file(dir, &m.basename));
-        if size(&graph_path)? != m.graph_bytes || size(&data_path)? != m.data_bytes {
-            return Err(bad(format!("the files of dump {} do not have their recorded sizes", m.basename)));
-        }
         if m.points.iter().any(|p| p.entry as usize >= m.entries.len()) {
             return Err(bad("a point names an adapter entry that does not exist".into()));
         }
-        let graph = Graph::load(dir, &m.basename, m.params)?;
+        let graph = if m.basename.is_empty() {
+            Graph::new(m.params, 16)
+        } else {
+            let (graph_path, data_path) = (graph_file(dir, &m.basename), data_file(dir, &m.basename));
+            if size(&graph_path)? != m.graph_bytes || size(&data_path)? != m.data_bytes {
+                return Err(bad(format!("the files of dump {} do not have their recorded sizes", m.basename)));
+            }
+            Graph::load(dir, &m.basename, m.params)?
+        };
         if graph.len() != m.points.len() {
             return Err(bad(format!("the graph holds {} points; the manifest {}", graph.len(), m.points.len())));
         }
@@ -142,7 +151,7 @@ fn remove_other_dumps(dir: &Path, keep: &str) {
     for entry in read.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_dump = name.ends_with(".hnsw.graph") || name.ends_with(".hnsw.data");
-        if is_dump && !name.starts_with(&format!("{keep}.")) {
+        if is_dump && (keep.is_empty() || !name.starts_with(&format!("{keep}."))) {
             if let Err(e) = std::fs::remove_file(entry.path()) {
                 tracing::warn!(file = %entry.path().display(), error = %e, "could not delete an old index dump");
             }
@@ -178,5 +187,17 @@ mod tests {
         assert!(hits.iter().all(|h| h.key == b));
         assert!(VectorIndex::load(dir.path(), "other-embedder", 3).is_err());
         assert!(VectorIndex::load(&dir.path().join("none"), "emb", 3).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_empty_index_saves_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        VectorIndex::new(3, "emb", GraphParams::default(), 0).save(dir.path()).unwrap();
+        let mut back = VectorIndex::load(dir.path(), "emb", 3).unwrap().unwrap();
+        assert!(back.is_empty());
+        assert!(back.search(&[1.0, 0.0, 0.0], 3).unwrap().is_empty());
+        let a = AdapterKey::new("a").unwrap();
+        back.insert(&a, 1, &[(TextKind::Example, vec![0.0, 1.0, 0.0])]).unwrap();
+        assert_eq!(back.search(&[0.0, 1.0, 0.0], 1).unwrap()[0].key, a);
     }
 }

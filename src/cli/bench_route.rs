@@ -1,0 +1,60 @@
+//! `loramux bench-route`: embedding throughput, index build/load, search and route latency.
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use loramux_index::{BertEmbedder, BertEmbedderConfig};
+use loramux_router::bench::{self, BenchConfig, Stage};
+use loramux_runtime::fetch::DEFAULT_EMBEDDER;
+
+#[derive(Debug, Args)]
+pub struct BenchRouteArgs {
+    #[arg(long, default_value_t = 10_000)]
+    pub adapters: usize,
+    #[arg(long, default_value_t = 20)]
+    pub examples: usize,
+    #[arg(long, default_value_t = 2000)]
+    pub search_queries: usize,
+    #[arg(long, default_value_t = 200)]
+    pub route_queries: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: BenchRouteArgs) -> anyhow::Result<()> {
+    let embedder = BertEmbedder::load(&DEFAULT_EMBEDDER.path()?, BertEmbedderConfig::default())?;
+    let cfg = BenchConfig {
+        adapters: args.adapters,
+        examples_per_adapter: args.examples,
+        search_queries: args.search_queries,
+        route_queries: args.route_queries,
+        ..Default::default()
+    };
+    let bar = ProgressBar::new(1);
+    bar.set_style(ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")?.progress_chars("=> "));
+    let mut last = None;
+    let report = bench::run(&embedder, &cfg, &mut |stage: Stage, done, total| {
+        if last != Some(stage) {
+            last = Some(stage);
+            bar.reset();
+            bar.set_message(format!("{stage:?}").to_lowercase());
+        }
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&cfg.workdir);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let r = &report;
+    println!("embedder: {} threads", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!("embedding throughput ({:.0}-token prompts): batch 1 {:.1} prompts/s, batch 32 {:.1} prompts/s", r.throughput_prompt_tokens, r.embed_batch1_per_s, r.embed_batch32_per_s);
+    println!("index: {} adapters x {} = {} vectors of {} dims", r.adapters, args.examples, r.vectors, r.dim);
+    println!("  build {:.1} s, save {:.2} s, load {:.2} s", r.build_s, r.save_s, r.load_s);
+    println!("search alone (k = {}): p50 {:.3} ms, p99 {:.3} ms, recall@1 {:.3}", cfg.retrieval.search_k, r.search.p50_ms, r.search.p99_ms, r.search_recall_at_1);
+    println!("embed {}-token prompt: p50 {:.2} ms, p99 {:.2} ms", r.route_prompt_tokens, r.embed_prompt.p50_ms, r.embed_prompt.p99_ms);
+    println!("route (embed + search + aggregate): p50 {:.2} ms, p99 {:.2} ms", r.route.p50_ms, r.route.p99_ms);
+    Ok(())
+}
