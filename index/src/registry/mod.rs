@@ -107,14 +107,21 @@ impl Registry {
     /// embeds its description and examples, and records it; all or nothing.
     pub fn register(&mut self, new: NewAdapter, validator: &dyn AdapterValidator) -> Result<AdapterRecord> {
         let _span = tracing::info_span!("register", id = %new.id).entered();
+        let replace = new.replace;
+        let (record, staged) = self.prepare(new, validator)?;
+        self.commit(record, staged, replace)
+    }
+
+    /// Everything that can fail before the commit, with nothing recorded yet: the staged
+    /// copy is deleted when dropped.
+    fn prepare(&self, new: NewAdapter, validator: &dyn AdapterValidator) -> Result<(NewRecord, files::Staged)> {
         checks::check_metadata(&new, &self.config)?;
         if !new.replace && self.catalog.get(&new.id)?.is_some() {
             return Err(IndexError::Duplicate { id: new.id.to_string() });
         }
         let roots = self.roots();
         let source = files::check_roots(&new.source, &roots)?;
-        let adapters = self.adapters_dir();
-        let staged = files::stage(&adapters, &source, &roots)?;
+        let staged = files::stage(&self.adapters_dir(), &source, &roots)?;
         let config = validator.validate(&new.id, staged.path()).map_err(|e| IndexError::Invalid {
             id: new.id.to_string(),
             reason: e.reason,
@@ -127,10 +134,9 @@ impl Registry {
                 found: v.len(),
             });
         }
-        let folder = format!("{}@{}", new.id, staged.tag());
         let record = NewRecord {
-            id: new.id.clone(),
-            folder: folder.clone(),
+            folder: format!("{}@{}", new.id, staged.tag()),
+            id: new.id,
             description: new.description,
             examples: new.examples,
             tags: new.tags,
@@ -139,10 +145,17 @@ impl Registry {
             embedder: self.embedder.id().to_string(),
             vectors,
         };
-        let target = adapters.join(&folder);
+        Ok((record, staged))
+    }
+
+    /// One catalog transaction records the adapter while the staged folder is renamed into
+    /// place; then the replaced version's folder goes and the index learns the vectors.
+    fn commit(&mut self, record: NewRecord, staged: files::Staged, replace: bool) -> Result<AdapterRecord> {
+        let adapters = self.adapters_dir();
+        let target = adapters.join(&record.folder);
         let mut staged = Some(staged);
         let mut old_folder = None;
-        let committed = self.catalog.write(Change::Put { record: &record, replace: new.replace }, &mut |known| {
+        let committed = self.catalog.write(Change::Put { record: &record, replace }, &mut |known| {
             old_folder = known.iter().find(|(k, _)| *k == record.id).map(|(_, f)| f.clone());
             match staged.take() {
                 Some(s) => s.place(&target),
@@ -158,7 +171,7 @@ impl Registry {
             }
         };
         self.generation = generation;
-        if let Some(old) = old_folder.filter(|f| *f != folder) {
+        if let Some(old) = old_folder.filter(|f| *f != record.folder) {
             remove_folder(&adapters.join(old));
         }
         let vectors: Vec<(TextKind, Vec<f32>)> = record.texts().map(|(k, _)| k).zip(record.vectors.iter().cloned()).collect();

