@@ -48,6 +48,8 @@ pub enum IndexError {
     VectorIndex { path: PathBuf, reason: String },
     #[error("query vector has {found} dimensions; the index holds {expected}")]
     Dimension { expected: usize, found: usize },
+    #[error("the registry lock was poisoned by a panic in another thread")]
+    Poisoned,
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

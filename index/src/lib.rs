@@ -20,4 +20,4 @@ pub use registry::{
     AcceptAll, AdapterRecord, AdapterValidator, ConfigSummary, FileRecord, IndexState, NewAdapter, OpenReport, Registry,
     RegistryConfig, ValidationError,
 };
-pub use vectors::{GraphParams, Hit, TextKind, VectorIndex};
+pub use vectors::{AdapterVectors, GraphParams, Hit, TextKind, VectorIndex};

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use loramux_index::{AdapterKey, BertEmbedder, Embedder, GraphParams, TextKind, VectorIndex};
+use loramux_index::{AdapterKey, AdapterVectors, BertEmbedder, Embedder, GraphParams, TextKind, VectorIndex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -181,7 +181,7 @@ pub fn run(embedder: &BertEmbedder, cfg: &BenchConfig, progress: &mut dyn FnMut(
     let step = (cfg.adapters / 50).max(1);
     for start in (0..cfg.adapters).step_by(step) {
         let end = (start + step).min(cfg.adapters);
-        let batch: Vec<(&AdapterKey, i64, &[(TextKind, Vec<f32>)])> = (start..end).map(|i| (&keys[i], 1, vectors[i].as_slice())).collect();
+        let batch: Vec<AdapterVectors> = (start..end).map(|i| (&keys[i], 1, vectors[i].as_slice())).collect();
         index.insert_many(&batch)?;
         progress(Stage::Build, end, cfg.adapters);
     }

@@ -91,3 +91,12 @@ fn check_registered(registry: &Registry, id: &loramux_runtime::AdapterId) -> Res
         Err(RouterError::UnknownAdapter { id: id.to_string() })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_router_can_be_shared_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::Router>();
+    }
+}

@@ -53,7 +53,8 @@ mod tests {
     fn accepts_a_plain_request_and_names_each_problem() {
         let cfg = RegistryConfig::default();
         assert!(check_metadata(&new(), &cfg).is_ok());
-        let cases: [(fn(&mut NewAdapter), &str); 5] = [
+        type Edit = fn(&mut NewAdapter);
+        let cases: [(Edit, &str); 5] = [
             (|n| n.description = "  ".into(), "description is empty"),
             (|n| n.examples.push(" ".into()), "example 2 is empty"),
             (|n| n.examples = vec!["q".into(); 201], "201 examples"),

@@ -153,7 +153,7 @@ pub(crate) fn sweep(adapters: &Path, known: &[String]) -> Result<Vec<PathBuf>> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let orphan = match name.strip_prefix(STAGING_PREFIX) {
             Some(rest) => !owner_alive(rest),
-            None => !known.iter().any(|k| *k == name),
+            None => !known.contains(&name),
         };
         if orphan {
             let path = entry.path();

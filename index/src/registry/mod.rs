@@ -26,7 +26,7 @@ pub use sqlite::SqliteCatalog;
 pub use validator::{AcceptAll, AdapterValidator, ValidationError};
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::vectors::{TextKind, VectorIndex};
 use crate::{AdapterKey, Embedder, IndexError, Result};
@@ -34,7 +34,9 @@ use crate::{AdapterKey, Embedder, IndexError, Result};
 pub struct Registry {
     root: PathBuf,
     config: RegistryConfig,
-    catalog: Box<dyn Catalog>,
+    // A Mutex so the registry is `Sync` (SQLite connections are not) and a server can
+    // share it behind a `RwLock`; writes take `&mut self` and bypass the lock.
+    catalog: Mutex<Box<dyn Catalog>>,
     embedder: Arc<dyn Embedder>,
     index: VectorIndex,
     generation: i64,
@@ -89,11 +91,19 @@ impl Registry {
     }
 
     pub fn list(&self) -> Result<Vec<AdapterRecord>> {
-        self.catalog.list()
+        self.catalog()?.list()
     }
 
     pub fn get(&self, id: &AdapterKey) -> Result<AdapterRecord> {
-        self.catalog.get(id)?.ok_or_else(|| IndexError::NotFound { id: id.to_string() })
+        self.catalog()?.get(id)?.ok_or_else(|| IndexError::NotFound { id: id.to_string() })
+    }
+
+    fn catalog(&self) -> Result<MutexGuard<'_, Box<dyn Catalog>>> {
+        self.catalog.lock().map_err(|_| IndexError::Poisoned)
+    }
+
+    fn catalog_mut(&mut self) -> Result<&mut Box<dyn Catalog>> {
+        self.catalog.get_mut().map_err(|_| IndexError::Poisoned)
     }
 
     /// The allowed roots with the registry's own folder.
@@ -116,7 +126,7 @@ impl Registry {
     /// copy is deleted when dropped.
     fn prepare(&self, new: NewAdapter, validator: &dyn AdapterValidator) -> Result<(NewRecord, files::Staged)> {
         checks::check_metadata(&new, &self.config)?;
-        if !new.replace && self.catalog.get(&new.id)?.is_some() {
+        if !new.replace && self.catalog()?.get(&new.id)?.is_some() {
             return Err(IndexError::Duplicate { id: new.id.to_string() });
         }
         let roots = self.roots();
@@ -155,7 +165,7 @@ impl Registry {
         let target = adapters.join(&record.folder);
         let mut staged = Some(staged);
         let mut old_folder = None;
-        let committed = self.catalog.write(Change::Put { record: &record, replace }, &mut |known| {
+        let committed = self.catalog_mut()?.write(Change::Put { record: &record, replace }, &mut |known| {
             old_folder = known.iter().find(|(k, _)| *k == record.id).map(|(_, f)| f.clone());
             match staged.take() {
                 Some(s) => s.place(&target),
@@ -184,7 +194,7 @@ impl Registry {
     pub fn remove(&mut self, id: &AdapterKey) -> Result<()> {
         let _span = tracing::info_span!("unregister", id = %id).entered();
         let mut folder = None;
-        let generation = self.catalog.write(Change::Remove { ids: std::slice::from_ref(id) }, &mut |known| {
+        let generation = self.catalog_mut()?.write(Change::Remove { ids: std::slice::from_ref(id) }, &mut |known| {
             folder = known.iter().find(|(k, _)| k == id).map(|(_, f)| f.clone());
             match folder {
                 Some(_) => Ok(()),
@@ -222,7 +232,9 @@ impl Registry {
     /// the source of truth), so it is logged rather than returned.
     fn save_index(&mut self) {
         if self.index.needs_compaction() {
-            match open::build_index(self.catalog.as_mut(), self.embedder.as_ref(), self.config.graph) {
+            let (embedder, params) = (self.embedder.clone(), self.config.graph);
+            let rebuilt = self.catalog_mut().and_then(|c| open::build_index(c.as_mut(), embedder.as_ref(), params));
+            match rebuilt {
                 Ok(idx) => self.index = idx,
                 Err(e) => tracing::warn!(error = %e, "index compaction failed; keeping tombstones"),
             }

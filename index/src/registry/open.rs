@@ -1,13 +1,13 @@
 //! Opening a registry: sweep leftovers of interrupted registrations, drop rows whose files
 //! are gone, and bring the vector index up to date with the catalog (or rebuild it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::catalog::{Catalog, Change};
 use super::{files, Registry, RegistryConfig};
-use crate::vectors::{GraphParams, TextKind, VectorIndex};
+use crate::vectors::{AdapterVectors, GraphParams, TextKind, VectorIndex};
 use crate::{AdapterKey, Embedder, IndexError, Result};
 
 /// How the index was obtained at open.
@@ -65,7 +65,7 @@ impl Registry {
         Ok(Self {
             root: root.to_path_buf(),
             config,
-            catalog,
+            catalog: std::sync::Mutex::new(catalog),
             embedder,
             index,
             generation,
@@ -93,7 +93,7 @@ fn sync_index(dir: &Path, catalog: &mut dyn Catalog, embedder: &dyn Embedder, pa
         .map(|(k, _)| k.clone())
         .collect();
     let present: HashMap<AdapterKey, i64> = index.revisions().map(|(k, r)| (k.clone(), r)).collect();
-    let missing: Vec<&AdapterKey> = wanted.iter().filter(|(k, r)| present.get(*k) != Some(r)).map(|(k, _)| k).collect();
+    let missing: HashSet<&AdapterKey> = wanted.iter().filter(|(k, r)| present.get(*k) != Some(r)).map(|(k, _)| k).collect();
     if stale.is_empty() && missing.is_empty() {
         return Ok((index, IndexState::Loaded));
     }
@@ -102,9 +102,9 @@ fn sync_index(dir: &Path, catalog: &mut dyn Catalog, embedder: &dyn Embedder, pa
         index.remove(k);
     }
     let texts = vectors_for(catalog, embedder)?;
-    let adds: Vec<(&AdapterKey, i64, &[(TextKind, Vec<f32>)])> = texts
+    let adds: Vec<AdapterVectors> = texts
         .iter()
-        .filter(|(k, _, _)| missing.contains(&k))
+        .filter(|(k, _, _)| missing.contains(k))
         .map(|(k, r, v)| (k, *r, v.as_slice()))
         .collect();
     let added = adds.len();
@@ -118,7 +118,10 @@ fn sync_index(dir: &Path, catalog: &mut dyn Catalog, embedder: &dyn Embedder, pa
 
 /// Every adapter's vectors from the catalog; texts stored without a vector from this
 /// embedder (a changed embedder) are embedded now and stored back.
-fn vectors_for(catalog: &mut dyn Catalog, embedder: &dyn Embedder) -> Result<Vec<(AdapterKey, i64, Vec<(TextKind, Vec<f32>)>)>> {
+/// An adapter's id, revision and vectors, owned.
+type OwnedVectors = (AdapterKey, i64, Vec<(TextKind, Vec<f32>)>);
+
+fn vectors_for(catalog: &mut dyn Catalog, embedder: &dyn Embedder) -> Result<Vec<OwnedVectors>> {
     let mut out = Vec::new();
     for stored in catalog.texts(embedder.id())? {
         let complete = stored.texts.iter().all(|(_, _, v)| v.as_ref().is_some_and(|v| v.len() == embedder.dim()));
@@ -142,7 +145,7 @@ pub(crate) fn build_index(catalog: &mut dyn Catalog, embedder: &dyn Embedder, pa
     let all = vectors_for(catalog, embedder)?;
     let points = all.iter().map(|(_, _, v)| v.len()).sum();
     let mut index = VectorIndex::new(embedder.dim(), embedder.id(), params, points);
-    let adds: Vec<(&AdapterKey, i64, &[(TextKind, Vec<f32>)])> = all.iter().map(|(k, r, v)| (k, *r, v.as_slice())).collect();
+    let adds: Vec<AdapterVectors> = all.iter().map(|(k, r, v)| (k, *r, v.as_slice())).collect();
     index.insert_many(&adds)?;
     Ok(index)
 }

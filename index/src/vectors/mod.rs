@@ -58,6 +58,9 @@ pub(crate) struct PointOwner {
     pub(crate) kind: TextKind,
 }
 
+/// One adapter's vectors for [`VectorIndex::insert_many`]: id, revision, `(kind, vector)`s.
+pub type AdapterVectors<'a> = (&'a AdapterKey, i64, &'a [(TextKind, Vec<f32>)]);
+
 /// A search result: one indexed text of one adapter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
@@ -141,7 +144,7 @@ impl VectorIndex {
     }
 
     /// Adds many adapters at once; the graph insert runs in parallel.
-    pub fn insert_many(&mut self, adapters: &[(&AdapterKey, i64, &[(TextKind, Vec<f32>)])]) -> Result<()> {
+    pub fn insert_many(&mut self, adapters: &[AdapterVectors<'_>]) -> Result<()> {
         for (_, _, vectors) in adapters {
             if let Some((_, v)) = vectors.iter().find(|(_, v)| v.len() != self.dim) {
                 return Err(IndexError::Dimension {
