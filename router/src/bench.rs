@@ -13,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::cache::RouteCache;
 use crate::retrieve::{retrieve, RetrievalConfig};
 use crate::{Result, RouterError};
 
@@ -83,13 +84,18 @@ pub struct BenchReport {
     pub throughput_prompt_tokens: f64,
     pub build_s: f64,
     pub save_s: f64,
+    /// First load after the save (what a restart pays).
     pub load_s: f64,
+    /// A second load, with the allocator and page cache warm.
+    pub reload_warm_s: f64,
     /// Fraction of searches whose nearest text belongs to the adapter the query was drawn around.
     pub search_recall_at_1: f64,
     pub search: Percentiles,
     pub route_prompt_tokens: usize,
     pub embed_prompt: Percentiles,
     pub route: Percentiles,
+    /// A repeated prompt answered from the route cache.
+    pub route_cached: Percentiles,
 }
 
 /// Benchmark stages, for progress display.
@@ -200,6 +206,13 @@ pub fn run(embedder: &BertEmbedder, cfg: &BenchConfig, progress: &mut dyn FnMut(
         reason: "the saved index vanished".into(),
     })?;
     let load_s = t.elapsed().as_secs_f64();
+    drop(index);
+    let t = Instant::now();
+    let index = VectorIndex::load(&cfg.workdir, embedder.id(), dim)?.ok_or_else(|| RouterError::Config {
+        field: "workdir",
+        reason: "the saved index vanished".into(),
+    })?;
+    let reload_warm_s = t.elapsed().as_secs_f64();
     progress(Stage::SaveLoad, 2, 2);
 
     // Search alone.
@@ -233,6 +246,17 @@ pub fn run(embedder: &BertEmbedder, cfg: &BenchConfig, progress: &mut dyn FnMut(
         route_samples.push(t.elapsed());
         progress(Stage::Route, q + 1, cfg.route_queries);
     }
+    let cache = RouteCache::new(1024);
+    cache.put(&prompt, 1, &retrieve(embedder, &index, &prompt, &cfg.retrieval)?);
+    let cached: Vec<Duration> = (0..cfg.route_queries.max(100))
+        .map(|_| {
+            let t = Instant::now();
+            let plan = cache.get(&prompt, 1);
+            let took = t.elapsed();
+            std::hint::black_box(plan);
+            took
+        })
+        .collect();
     Ok(BenchReport {
         adapters: cfg.adapters,
         vectors: total,
@@ -243,10 +267,12 @@ pub fn run(embedder: &BertEmbedder, cfg: &BenchConfig, progress: &mut dyn FnMut(
         build_s,
         save_s,
         load_s,
+        reload_warm_s,
         search_recall_at_1,
         search,
         route_prompt_tokens,
         embed_prompt: Percentiles::of(embed_samples),
         route: Percentiles::of(route_samples),
+        route_cached: Percentiles::of(cached),
     })
 }
