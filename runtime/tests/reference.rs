@@ -11,7 +11,9 @@
 
 use loramux_runtime::bank::{AdapterBank, BankConfig};
 use loramux_runtime::generate::{generate_batch, GenerationOutput, GenerationRequest};
-use loramux_runtime::{Adapter, AdapterId, BaseModel, Candidate, FixedGate, SamplingParams, WeightDtype};
+use loramux_runtime::{
+    Adapter, AdapterId, BaseModel, Candidate, FixedGate, SamplingParams, WeightDtype,
+};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -56,14 +58,20 @@ fn fixtures_dir() -> PathBuf {
 }
 
 fn load_fixtures() -> Fixtures {
-    let text = std::fs::read_to_string(fixtures_dir().join("reference.json")).expect("fixtures present in the repo");
+    let text = std::fs::read_to_string(fixtures_dir().join("reference.json"))
+        .expect("fixtures present in the repo");
     serde_json::from_str(&text).expect("well-formed fixtures")
 }
 
 fn load_base(dtype: WeightDtype) -> BaseModel {
-    let path = loramux_runtime::fetch::default_model_path().expect("default model fetched: run `loramux models fetch`");
+    let path = loramux_runtime::fetch::default_model_path()
+        .expect("default model fetched: run `loramux models fetch`");
     let sha = loramux_runtime::fetch::sha256_file(&path).expect("readable model");
-    assert_eq!(sha, load_fixtures().model_sha256, "fixtures were made from another model file");
+    assert_eq!(
+        sha,
+        load_fixtures().model_sha256,
+        "fixtures were made from another model file"
+    );
     BaseModel::load(&path, dtype).expect("default model loads")
 }
 
@@ -81,15 +89,23 @@ fn setup(base: &BaseModel, cases: &[Case]) -> Setup {
     let mut requests = Vec::new();
     for case in cases {
         let ids = if case.chat {
-            base.chat_prompt_ids(&case.prompt).expect("chat prompt renders")
+            base.chat_prompt_ids(&case.prompt)
+                .expect("chat prompt renders")
         } else {
-            base.tokenizer.encode(&case.prompt, false).expect("prompt encodes")
+            base.tokenizer
+                .encode(&case.prompt, false)
+                .expect("prompt encodes")
         };
-        assert_eq!(ids, case.prompt_ids, "{}: prompt ids differ from the HF tokenizer", case.name);
+        assert_eq!(
+            ids, case.prompt_ids,
+            "{}: prompt ids differ from the HF tokenizer",
+            case.name
+        );
         let mut candidates = Vec::new();
         for a in &case.adapters {
             let dir = fixtures_dir().join(&a.path);
-            let id = AdapterId::new(&a.path.replace("adapters/", "").replace('_', "-")).expect("valid id");
+            let id = AdapterId::new(&a.path.replace("adapters/", "").replace('_', "-"))
+                .expect("valid id");
             let adapter = Adapter::load(id, &dir, cfg).expect("fixture adapter loads");
             let lease = bank.acquire(&adapter).expect("bank has room");
             candidates.push(Candidate {
@@ -118,9 +134,17 @@ fn check_f32(case: &Case, out: &GenerationOutput) {
     let theirs: Vec<u32> = case.top_logits.iter().map(|(id, _)| *id).collect();
     assert_eq!(ours, theirs, "{}: top-10 ids", case.name);
     for ((id, a), (_, b)) in out.top_logits.iter().zip(&case.top_logits) {
-        assert!((a - b).abs() <= LOGIT_TOL, "{}: logit of token {id}: ours {a}, transformers {b}", case.name);
+        assert!(
+            (a - b).abs() <= LOGIT_TOL,
+            "{}: logit of token {id}: ours {a}, transformers {b}",
+            case.name
+        );
     }
-    assert_eq!(out.output_ids, case.greedy_ids, "{}: greedy continuation", case.name);
+    assert_eq!(
+        out.output_ids, case.greedy_ids,
+        "{}: greedy continuation",
+        case.name
+    );
 }
 
 #[test]
@@ -129,7 +153,14 @@ fn f32_cases_match_transformers_one_by_one() {
     let base = load_base(WeightDtype::F32);
     for case in &fx.cases {
         let s = setup(&base, std::slice::from_ref(case));
-        let out = generate_batch(&base.model, &s.bank, &FixedGate, &s.requests, &mut |_, _| {}).expect("generation");
+        let out = generate_batch(
+            &base.model,
+            &s.bank,
+            &FixedGate,
+            &s.requests,
+            &mut |_, _| {},
+        )
+        .expect("generation");
         check_f32(case, &out[0]);
     }
 }
@@ -143,13 +174,32 @@ fn f32_mixed_batch_matches_each_row_alone() {
         let cases: Vec<Case> = batch
             .cases
             .iter()
-            .map(|n| fx.cases.iter().find(|c| &c.name == n).expect("batch names a case").clone())
+            .map(|n| {
+                fx.cases
+                    .iter()
+                    .find(|c| &c.name == n)
+                    .expect("batch names a case")
+                    .clone()
+            })
             .collect();
-        let distinct: std::collections::HashSet<Vec<String>> =
-            cases.iter().map(|c| c.adapters.iter().map(|a| a.path.clone()).collect()).collect();
-        assert!(distinct.len() >= 3, "{}: a mixed batch needs several adapter mixes", batch.name);
+        let distinct: std::collections::HashSet<Vec<String>> = cases
+            .iter()
+            .map(|c| c.adapters.iter().map(|a| a.path.clone()).collect())
+            .collect();
+        assert!(
+            distinct.len() >= 3,
+            "{}: a mixed batch needs several adapter mixes",
+            batch.name
+        );
         let s = setup(&base, &cases);
-        let out = generate_batch(&base.model, &s.bank, &FixedGate, &s.requests, &mut |_, _| {}).expect("generation");
+        let out = generate_batch(
+            &base.model,
+            &s.bank,
+            &FixedGate,
+            &s.requests,
+            &mut |_, _| {},
+        )
+        .expect("generation");
         assert_eq!(out.len(), cases.len());
         for (case, o) in cases.iter().zip(&out) {
             check_f32(case, o);
@@ -170,7 +220,8 @@ fn quantized_weights_keep_the_top1_token() {
             ..r.clone()
         })
         .collect();
-    let out = generate_batch(&base.model, &s.bank, &FixedGate, &requests, &mut |_, _| {}).expect("generation");
+    let out = generate_batch(&base.model, &s.bank, &FixedGate, &requests, &mut |_, _| {})
+        .expect("generation");
     let mut strict = 0;
     for (case, o) in fx.cases.iter().zip(&out) {
         let ours = o.top_logits[0].0;
@@ -180,9 +231,21 @@ fn quantized_weights_keep_the_top1_token() {
             assert_eq!(ours, best, "{}: top-1 with quantized weights", case.name);
         } else {
             // A near-tie in the f32 reference: 8-bit activations may pick either side of it.
-            let tied: Vec<u32> = case.top_logits.iter().filter(|(_, l)| best_logit - l < TIE_MARGIN).map(|(id, _)| *id).collect();
-            assert!(tied.contains(&ours), "{}: quantized top-1 {ours} is not among the tied {tied:?}", case.name);
+            let tied: Vec<u32> = case
+                .top_logits
+                .iter()
+                .filter(|(_, l)| best_logit - l < TIE_MARGIN)
+                .map(|(id, _)| *id)
+                .collect();
+            assert!(
+                tied.contains(&ours),
+                "{}: quantized top-1 {ours} is not among the tied {tied:?}",
+                case.name
+            );
         }
     }
-    assert!(strict * 4 >= fx.cases.len() * 3, "most cases must be decided, not ties");
+    assert!(
+        strict * 4 >= fx.cases.len() * 3,
+        "most cases must be decided, not ties"
+    );
 }

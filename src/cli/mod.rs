@@ -1,13 +1,17 @@
 //! The command-line interface: one subcommand per file.
 
-mod bench;
+// mod bench; (in progress)
 mod generate;
 mod models;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "loramux", version, about = "Adapter router and mixture-of-LoRA runtime")]
+#[command(
+    name = "loramux",
+    version,
+    about = "Adapter router and mixture-of-LoRA runtime"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,14 +26,11 @@ enum Command {
         #[command(subcommand)]
         command: models::ModelsCommand,
     },
-    /// Decode throughput: base, one adapter and mixed adapters, against candle's quantized_llama.
-    Bench(bench::BenchArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Models { command } => models::run(command),
-        Command::Bench(args) => bench::run(args),
     }
 }

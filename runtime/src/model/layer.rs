@@ -41,7 +41,8 @@ impl DecoderLayer {
         let mut k = self.proj(ModuleKind::K).forward(&xt, &x, &plan, lora)?;
         let v = self.proj(ModuleKind::V).forward(&xt, &x, &plan, lora)?;
         step.rope.apply(&mut q, cfg.num_heads, &step.cos, &step.sin);
-        step.rope.apply(&mut k, cfg.num_kv_heads, &step.cos, &step.sin);
+        step.rope
+            .apply(&mut k, cfg.num_kv_heads, &step.cos, &step.sin);
         let kv_width = cfg.num_kv_heads * cfg.head_dim;
         for (s, rows) in step.seq_rows.iter().enumerate() {
             caches[s].append(
@@ -70,7 +71,9 @@ impl DecoderLayer {
             },
         );
         let attn_t = as_tensor(&attn, self.proj(ModuleKind::O).d_in())?;
-        let o = self.proj(ModuleKind::O).forward(&attn_t, &attn, &plan, lora)?;
+        let o = self
+            .proj(ModuleKind::O)
+            .forward(&attn_t, &attn, &plan, lora)?;
         h.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
 
         let x = rms_norm(h, &self.mlp_norm, cfg.rms_norm_eps);

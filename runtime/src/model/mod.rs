@@ -73,7 +73,10 @@ impl LlamaModel {
         let h = cfg.hidden_size;
         let embed_q = required(source, TensorRole::Embed)?;
         expect_shape(TensorRole::Embed, &embed_q, &[cfg.vocab_size, h])?;
-        let embed = embed_q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let embed = embed_q
+            .dequantize(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
             let mut proj = Vec::with_capacity(7);
@@ -90,12 +93,24 @@ impl LlamaModel {
             }
             layers.push(DecoderLayer {
                 index: l,
-                attn_norm: vector(&required(source, TensorRole::AttnNorm(l))?, TensorRole::AttnNorm(l), h)?,
-                mlp_norm: vector(&required(source, TensorRole::MlpNorm(l))?, TensorRole::MlpNorm(l), h)?,
+                attn_norm: vector(
+                    &required(source, TensorRole::AttnNorm(l))?,
+                    TensorRole::AttnNorm(l),
+                    h,
+                )?,
+                mlp_norm: vector(
+                    &required(source, TensorRole::MlpNorm(l))?,
+                    TensorRole::MlpNorm(l),
+                    h,
+                )?,
                 proj,
             });
         }
-        let final_norm = vector(&required(source, TensorRole::FinalNorm)?, TensorRole::FinalNorm, h)?;
+        let final_norm = vector(
+            &required(source, TensorRole::FinalNorm)?,
+            TensorRole::FinalNorm,
+            h,
+        )?;
         let lm_head = match source.tensor(TensorRole::LmHead)? {
             Some(w) => {
                 expect_shape(TensorRole::LmHead, &w, &[cfg.vocab_size, h])?;
@@ -120,7 +135,12 @@ impl LlamaModel {
 
     /// Runs one step for every sequence; returns, per sequence, the logits of the rows it
     /// asked for, concatenated (`[n_rows, vocab]` row-major; empty for `LogitRows::None`).
-    pub fn forward(&self, seqs: &mut [SeqStep<'_>], lora: &dyn LoraStacks, gate: &dyn Gate) -> Result<Vec<Vec<f32>>> {
+    pub fn forward(
+        &self,
+        seqs: &mut [SeqStep<'_>],
+        lora: &dyn LoraStacks,
+        gate: &dyn Gate,
+    ) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.cfg;
         let mut row_seq = Vec::new();
         let mut positions = Vec::new();
@@ -144,7 +164,10 @@ impl LlamaModel {
             }
             if let Some(&bad) = seq.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
                 return Err(RuntimeError::InvalidRequest {
-                    reason: format!("token id {bad} is outside the vocabulary of {}", cfg.vocab_size),
+                    reason: format!(
+                        "token id {bad} is outside the vocabulary of {}",
+                        cfg.vocab_size
+                    ),
                 });
             }
             let first = row_seq.len();
@@ -219,7 +242,9 @@ impl LlamaModel {
 fn required(source: &mut dyn WeightSource, role: TensorRole) -> Result<QTensor> {
     source
         .tensor(role)?
-        .ok_or_else(|| RuntimeError::MissingTensor { name: role.hf_name() })
+        .ok_or_else(|| RuntimeError::MissingTensor {
+            name: role.hf_name(),
+        })
 }
 
 fn vector(t: &QTensor, role: TensorRole, len: usize) -> Result<Vec<f32>> {

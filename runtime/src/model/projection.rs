@@ -33,7 +33,14 @@ pub struct Projection {
 }
 
 impl Projection {
-    pub fn new(layer: usize, module: ModuleKind, weight: QMatMul, bias: Option<Vec<f32>>, d_in: usize, d_out: usize) -> Self {
+    pub fn new(
+        layer: usize,
+        module: ModuleKind,
+        weight: QMatMul,
+        bias: Option<Vec<f32>>,
+        d_in: usize,
+        d_out: usize,
+    ) -> Self {
         Self {
             layer,
             module,
@@ -56,7 +63,13 @@ impl Projection {
         Ok(y)
     }
 
-    pub fn forward(&self, x: &Tensor, x_rows: &[f32], plan: &MixPlan, lora: &dyn LoraStacks) -> Result<Vec<f32>> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        x_rows: &[f32],
+        plan: &MixPlan,
+        lora: &dyn LoraStacks,
+    ) -> Result<Vec<f32>> {
         let mut y = self.base(x)?;
         if !plan.is_empty() {
             if let Some(stack) = lora.stack(self.layer, self.module) {

@@ -38,8 +38,12 @@ impl TensorRole {
             Self::LmHead => "lm_head.weight".into(),
             Self::AttnNorm(l) => format!("model.layers.{l}.input_layernorm.weight"),
             Self::MlpNorm(l) => format!("model.layers.{l}.post_attention_layernorm.weight"),
-            Self::Proj(l, m) => format!("model.layers.{l}.{}.{}.weight", m.hf_parent(), m.hf_name()),
-            Self::ProjBias(l, m) => format!("model.layers.{l}.{}.{}.bias", m.hf_parent(), m.hf_name()),
+            Self::Proj(l, m) => {
+                format!("model.layers.{l}.{}.{}.weight", m.hf_parent(), m.hf_name())
+            }
+            Self::ProjBias(l, m) => {
+                format!("model.layers.{l}.{}.{}.bias", m.hf_parent(), m.hf_name())
+            }
         }
     }
 }
@@ -77,7 +81,10 @@ pub trait WeightSource {
 pub fn open(path: &Path) -> Result<Box<dyn WeightSource>> {
     if path.is_dir() {
         Ok(Box::new(SafetensorsSource::open(path)?))
-    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+    } else if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
         Ok(Box::new(GgufSource::open(path)?))
     } else if path.exists() {
         Err(RuntimeError::ModelFormat {
