@@ -11,7 +11,8 @@ fn fixtures() -> PathBuf {
 }
 
 fn reference() -> Value {
-    let text = std::fs::read_to_string(fixtures().join("reference.json")).expect("fixtures in the repo");
+    let text =
+        std::fs::read_to_string(fixtures().join("reference.json")).expect("fixtures in the repo");
     serde_json::from_str(&text).expect("valid json")
 }
 
@@ -23,11 +24,18 @@ fn case<'a>(reference: &'a Value, name: &str) -> &'a Value {
 }
 
 fn loramux(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loramux")).args(args).output().expect("binary runs")
+    Command::new(env!("CARGO_BIN_EXE_loramux"))
+        .args(args)
+        .output()
+        .expect("binary runs")
 }
 
 fn ids(v: &Value) -> Vec<u64> {
-    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id")).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id"))
+        .collect()
 }
 
 fn adapter_flags(case: &Value) -> Vec<String> {
@@ -37,7 +45,10 @@ fn adapter_flags(case: &Value) -> Vec<String> {
         .iter()
         .flat_map(|a| {
             let path = fixtures().join(a["path"].as_str().expect("path"));
-            ["--adapter".to_string(), format!("{}={}", path.display(), a["weight"])]
+            [
+                "--adapter".to_string(),
+                format!("{}={}", path.display(), a["weight"]),
+            ]
         })
         .collect()
 }
@@ -45,8 +56,16 @@ fn adapter_flags(case: &Value) -> Vec<String> {
 /// Same tolerances as the runtime's reference tests: identical ids, logits within 1e-3.
 fn assert_matches(out: &Value, case: &Value) {
     let name = &case["name"];
-    assert_eq!(ids(&out["prompt_ids"]), ids(&case["prompt_ids"]), "{name}: prompt ids");
-    assert_eq!(ids(&out["output_ids"]), ids(&case["greedy_ids"]), "{name}: greedy ids");
+    assert_eq!(
+        ids(&out["prompt_ids"]),
+        ids(&case["prompt_ids"]),
+        "{name}: prompt ids"
+    );
+    assert_eq!(
+        ids(&out["output_ids"]),
+        ids(&case["greedy_ids"]),
+        "{name}: greedy ids"
+    );
     let ours = out["top_logits"].as_array().expect("top_logits");
     let theirs = case["top_logits"].as_array().expect("top_logits");
     assert_eq!(ours.len(), 10);
@@ -62,13 +81,27 @@ fn assert_matches(out: &Value, case: &Value) {
 fn generate_json_with_a_weighted_adapter_mix_matches_the_reference() {
     let reference = reference();
     let c = case(&reference, "mix_r8_r2");
-    let mut args = vec!["generate", "--dtype", "f32", "--raw", "--greedy", "--ignore-eos", "--max-tokens", "16", "--json"];
+    let mut args = vec![
+        "generate",
+        "--dtype",
+        "f32",
+        "--raw",
+        "--greedy",
+        "--ignore-eos",
+        "--max-tokens",
+        "16",
+        "--json",
+    ];
     let prompt = c["prompt"].as_str().expect("prompt").to_string();
     args.extend(["--prompt", &prompt]);
     let flags = adapter_flags(c);
     args.extend(flags.iter().map(String::as_str));
     let out = loramux(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_matches(&line, c);
 }
@@ -94,17 +127,35 @@ fn generate_batch_runs_a_mixed_batch_in_order() {
             .iter()
             .map(|a| serde_json::json!({"path": fixtures().join(a["path"].as_str().expect("path")), "weight": a["weight"]}))
             .collect();
-        lines.push_str(&serde_json::json!({"prompt": c["prompt"], "adapters": adapters}).to_string());
+        lines.push_str(
+            &serde_json::json!({"prompt": c["prompt"], "adapters": adapters}).to_string(),
+        );
         lines.push('\n');
     }
     std::fs::write(&file, lines).expect("write batch");
     let out = loramux(&[
-        "generate", "--dtype", "f32", "--raw", "--greedy", "--ignore-eos", "--max-tokens", "16", "--json", "--batch",
+        "generate",
+        "--dtype",
+        "f32",
+        "--raw",
+        "--greedy",
+        "--ignore-eos",
+        "--max-tokens",
+        "16",
+        "--json",
+        "--batch",
         file.to_str().expect("utf-8 path"),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).expect("utf-8");
-    let rows: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let rows: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
     assert_eq!(rows.len(), names.len());
     for (row, n) in rows.iter().zip(&names) {
         assert_matches(row, case(&reference, n));
@@ -113,15 +164,31 @@ fn generate_batch_runs_a_mixed_batch_in_order() {
 
 #[test]
 fn bad_input_is_a_clear_error() {
-    let missing = loramux(&["generate", "--prompt", "hi", "--adapter", "/nonexistent/adapter", "--max-tokens", "1"]);
+    let missing = loramux(&[
+        "generate",
+        "--prompt",
+        "hi",
+        "--adapter",
+        "/nonexistent/adapter",
+        "--max-tokens",
+        "1",
+    ]);
     assert!(!missing.status.success());
     let err = String::from_utf8_lossy(&missing.stderr);
-    assert!(err.contains("/nonexistent/adapter"), "names the folder: {err}");
+    assert!(
+        err.contains("/nonexistent/adapter"),
+        "names the folder: {err}"
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("broken.jsonl");
     std::fs::write(&file, "{\"prompt\": \"ok\"}\n{\"prompt\": \n").expect("write");
-    let broken = loramux(&["generate", "--batch", file.to_str().expect("path"), "--json"]);
+    let broken = loramux(&[
+        "generate",
+        "--batch",
+        file.to_str().expect("path"),
+        "--json",
+    ]);
     assert!(!broken.status.success());
     let err = String::from_utf8_lossy(&broken.stderr);
     assert!(err.contains("broken.jsonl:2"), "names the line: {err}");

@@ -48,10 +48,6 @@ struct Batch {
 }
 
 const LOGIT_TOL: f32 = 1e-3;
-/// Reference top-1/top-2 gaps below this are ties for the quantized check: Q8 activation
-/// quantization moves logits by up to ~0.2 here, but never reorders a gap of 0.05+ in these
-/// fixtures (the one tie, base_chat_0, has a gap of 0.006).
-const TIE_MARGIN: f32 = 0.05;
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -210,42 +206,140 @@ fn f32_mixed_batch_matches_each_row_alone() {
 #[test]
 fn quantized_weights_keep_the_top1_token() {
     let fx = load_fixtures();
-    let base = load_base(WeightDtype::Native);
-    let s = setup(&base, &fx.cases);
-    let requests: Vec<GenerationRequest> = s
-        .requests
-        .iter()
-        .map(|r| GenerationRequest {
-            max_tokens: 1,
-            ..r.clone()
-        })
-        .collect();
-    let out = generate_batch(&base.model, &s.bank, &FixedGate, &requests, &mut |_, _| {})
-        .expect("generation");
-    let mut strict = 0;
-    for (case, o) in fx.cases.iter().zip(&out) {
-        let ours = o.top_logits[0].0;
-        let (best, best_logit) = case.top_logits[0];
-        if best_logit - case.top_logits[1].1 >= TIE_MARGIN {
-            strict += 1;
-            assert_eq!(ours, best, "{}: top-1 with quantized weights", case.name);
-        } else {
-            // A near-tie in the f32 reference: 8-bit activations may pick either side of it.
-            let tied: Vec<u32> = case
+    // (mode, noise: how far below the reference best our pick may score, exact top-1 needed)
+    // Stored runs the file's Q4_1 weights as they are: only the 8-bit activation rounding of
+    // candle's kernels differs from the reference. Native also re-rounds Q4_1 weights to Q8_0
+    // for the fast kernels, which moves logits further (up to ~0.9 on these fixtures).
+    let n = fx.cases.len();
+    for (dtype, noise, min_exact) in [
+        (WeightDtype::Stored, 0.25, n - 1),
+        (WeightDtype::Native, 0.5, n - 3),
+    ] {
+        let base = load_base(dtype);
+        let s = setup(&base, &fx.cases);
+        let requests: Vec<GenerationRequest> = s
+            .requests
+            .iter()
+            .map(|r| GenerationRequest {
+                max_tokens: 1,
+                ..r.clone()
+            })
+            .collect();
+        let out = generate_batch(&base.model, &s.bank, &FixedGate, &requests, &mut |_, _| {})
+            .expect("generation");
+        let mut exact = 0;
+        for (case, o) in fx.cases.iter().zip(&out) {
+            let ours = o.top_logits[0].0;
+            let (best, best_logit) = case.top_logits[0];
+            exact += usize::from(ours == best);
+            // Our pick must be the reference's best or within `noise` of it: wherever the
+            // reference's top-1/top-2 gap exceeds the noise, the top-1 token is identical.
+            let ref_logit = case
                 .top_logits
                 .iter()
-                .filter(|(_, l)| best_logit - l < TIE_MARGIN)
-                .map(|(id, _)| *id)
-                .collect();
+                .find(|(id, _)| *id == ours)
+                .map(|(_, l)| *l);
             assert!(
-                tied.contains(&ours),
-                "{}: quantized top-1 {ours} is not among the tied {tied:?}",
-                case.name
+                ref_logit.is_some_and(|l| best_logit - l <= noise),
+                "{} ({dtype:?}): quantized top-1 {ours} vs reference {best}; reference logits {:?}",
+                case.name,
+                &case.top_logits[..3]
             );
         }
+        assert!(
+            exact >= min_exact,
+            "{dtype:?}: only {exact}/{n} exact top-1"
+        );
     }
+}
+
+/// The Hugging Face folder loader against the GGUF loader: the default model's weights,
+/// written as a safetensors folder in Hugging Face layout (q/k rows as the GGUF source hands
+/// them out, i.e. already un-permuted), must give the same logits. bf16 storage is checked
+/// too, against the same weights rounded to bf16 in the GGUF path's numbers' neighbourhood.
+#[test]
+fn safetensors_folder_matches_gguf() {
+    use candle_core::{DType, Device, Tensor};
+    use loramux_runtime::weights::{self, TensorRole};
+    use loramux_runtime::{KvCache, LlamaModel, LogitRows, ModuleKind, NoAdapters, SeqStep};
+    use std::collections::HashMap;
+
+    let path = loramux_runtime::fetch::default_model_path().expect("default model fetched");
+    let mut gguf = weights::open(&path).expect("gguf opens");
+    let cfg = gguf.config().clone();
+    let mut roles = vec![TensorRole::Embed, TensorRole::FinalNorm];
+    for l in 0..cfg.num_layers {
+        roles.extend([TensorRole::AttnNorm(l), TensorRole::MlpNorm(l)]);
+        roles.extend(ModuleKind::ALL.iter().map(|&m| TensorRole::Proj(l, m)));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for role in roles {
+        let t = gguf.tensor(role).expect("readable").expect("present");
+        tensors.insert(
+            role.hf_name(),
+            t.dequantize(&Device::Cpu).expect("dequantize"),
+        );
+    }
+    let config = serde_json::json!({
+        "model_type": "llama", "hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads, "vocab_size": cfg.vocab_size, "rope_theta": cfg.rope_theta,
+        "rms_norm_eps": cfg.rms_norm_eps, "max_position_embeddings": cfg.max_position, "tie_word_embeddings": true
+    });
+    std::fs::write(dir.path().join("config.json"), config.to_string()).expect("write config");
+    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).expect("save");
+
+    let prompt: Vec<u32> = vec![504, 3575, 282, 4649, 314, 28, 216, 34, 32];
+    let run = |source: &mut dyn loramux_runtime::WeightSource| -> Vec<f32> {
+        let model = LlamaModel::load(source, WeightDtype::F32).expect("loads");
+        let mut cache = KvCache::new(model.config());
+        let mut steps = [SeqStep {
+            tokens: &prompt,
+            cache: &mut cache,
+            candidates: &[],
+            logits: LogitRows::Last,
+        }];
+        model
+            .forward(&mut steps, &NoAdapters, &FixedGate)
+            .expect("forward")
+            .remove(0)
+    };
+    let from_gguf = run(weights::open(&path).expect("gguf").as_mut());
+    let from_folder = run(weights::open(dir.path()).expect("folder").as_mut());
+    let max_diff = from_gguf
+        .iter()
+        .zip(&from_folder)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(
-        strict * 4 >= fx.cases.len() * 3,
-        "most cases must be decided, not ties"
+        max_diff <= 1e-4,
+        "f32 folder vs gguf: max logit difference {max_diff}"
+    );
+
+    // bf16 storage: converted to f32 at load; compare with the same rounding applied by hand.
+    let bf16: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_dtype(DType::BF16).expect("bf16")))
+        .collect();
+    candle_core::safetensors::save(&bf16, dir.path().join("model.safetensors")).expect("save bf16");
+    let rounded: HashMap<String, Tensor> = bf16
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_dtype(DType::F32).expect("f32")))
+        .collect();
+    let dir32 = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir32.path().join("config.json"), config.to_string()).expect("write config");
+    candle_core::safetensors::save(&rounded, dir32.path().join("model.safetensors")).expect("save");
+    let from_bf16 = run(weights::open(dir.path()).expect("bf16 folder").as_mut());
+    let from_rounded = run(weights::open(dir32.path())
+        .expect("rounded folder")
+        .as_mut());
+    assert_eq!(
+        from_bf16, from_rounded,
+        "bf16 tensors must convert exactly to f32"
+    );
+    assert_ne!(
+        from_bf16, from_gguf,
+        "bf16 rounding must be visible, or the check above is vacuous"
     );
 }

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub enum DtypeArg {
     /// Keep GGUF weights quantized (fast).
     Native,
+    /// Quantized weights exactly as stored (no re-quantization of Q4_1/Q5_x to Q8_0).
+    Stored,
     /// Dequantize everything to f32 (precise; what the reference tests use).
     F32,
 }
@@ -25,6 +27,7 @@ impl From<DtypeArg> for WeightDtype {
     fn from(d: DtypeArg) -> Self {
         match d {
             DtypeArg::Native => WeightDtype::Native,
+            DtypeArg::Stored => WeightDtype::Stored,
             DtypeArg::F32 => WeightDtype::F32,
         }
     }

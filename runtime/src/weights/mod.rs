@@ -51,9 +51,12 @@ impl TensorRole {
 /// How projection weights are kept in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightDtype {
-    /// As stored: quantized GGUF tensors stay quantized (candle's QMatMul kernels).
+    /// Quantized: GGUF tensors stay quantized for candle's QMatMul kernels; formats candle
+    /// has no SIMD kernel for (Q4_1, Q5_0, Q5_1) are re-quantized to Q8_0 once at load.
     #[default]
     Native,
+    /// Exactly as stored, every format kept as is (slower for Q4_1/Q5_x; for comparisons).
+    Stored,
     /// Everything dequantized to f32: the precise mode the reference tests run in.
     F32,
 }
