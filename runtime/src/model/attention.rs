@@ -31,7 +31,8 @@ pub fn causal_attention(q: &[f32], rows: &[RowAttn<'_>], shape: &AttnShape) -> V
     let group = num_heads / num_kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let mut out = vec![0f32; rows.len() * width];
-    out.par_chunks_mut(width).enumerate().for_each(|(r, o)| {
+    let work: usize = rows.iter().map(|r| (r.position + 1) * width).sum();
+    let one_row = |(r, o): (usize, &mut [f32])| {
         let row = &rows[r];
         let ctx = row.position + 1;
         let mut scores = vec![0f32; ctx];
@@ -58,9 +59,19 @@ pub fn causal_attention(q: &[f32], rows: &[RowAttn<'_>], shape: &AttnShape) -> V
                 oh.iter_mut().zip(v).for_each(|(a, b)| *a += w * b);
             }
         }
-    });
+    };
+    // Small steps (short decode contexts) stay on this thread: waking the pool costs more
+    // than the arithmetic and competes with candle's own spinning matmul workers.
+    if work >= PARALLEL_WORK {
+        out.par_chunks_mut(width).enumerate().for_each(one_row);
+    } else {
+        out.chunks_mut(width).enumerate().for_each(one_row);
+    }
     out
 }
+
+/// Multiply-adds (per score and per value) from which a step's attention runs in parallel.
+const PARALLEL_WORK: usize = 1 << 18;
 
 #[inline]
 fn dot(a: &[f32], b: &[f32]) -> f32 {

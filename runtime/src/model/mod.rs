@@ -6,6 +6,7 @@
 //! cache. Logits are computed only for the rows asked for.
 
 mod attention;
+mod base_weight;
 mod layer;
 mod norm;
 mod projection;
@@ -16,8 +17,9 @@ pub use projection::{LoraStacks, NoAdapters};
 use crate::gate::{Candidate, Gate};
 use crate::weights::{expect_shape, TensorRole, WeightDtype, WeightSource};
 use crate::{KvCache, ModelConfig, ModuleKind, Result, RuntimeError};
+use base_weight::BaseWeight;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module};
+use candle_core::Device;
 use layer::DecoderLayer;
 use norm::rms_norm;
 use projection::{as_tensor, Projection};
@@ -63,7 +65,7 @@ pub struct LlamaModel {
     embed: Vec<f32>,
     layers: Vec<DecoderLayer>,
     final_norm: Vec<f32>,
-    lm_head: QMatMul,
+    lm_head: BaseWeight,
     rope: Rope,
 }
 
@@ -77,6 +79,8 @@ impl LlamaModel {
             .dequantize(&Device::Cpu)?
             .flatten_all()?
             .to_vec1::<f32>()?;
+        // Dense f32 copies for many-row matmuls, when the whole model fits in DENSE_BUDGET.
+        let dense = dtype == WeightDtype::Native && cfg.f32_bytes() <= DENSE_BUDGET;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
             let mut proj = Vec::with_capacity(7);
@@ -89,7 +93,14 @@ impl LlamaModel {
                     Some(b) => Some(vector(&b, TensorRole::ProjBias(l, m), d_out)?),
                     None => None,
                 };
-                proj.push(Projection::new(l, m, matmul(w, dtype)?, bias, d_in, d_out));
+                proj.push(Projection::new(
+                    l,
+                    m,
+                    matmul(w, dtype, dense)?,
+                    bias,
+                    d_in,
+                    d_out,
+                ));
             }
             layers.push(DecoderLayer {
                 index: l,
@@ -114,9 +125,9 @@ impl LlamaModel {
         let lm_head = match source.tensor(TensorRole::LmHead)? {
             Some(w) => {
                 expect_shape(TensorRole::LmHead, &w, &[cfg.vocab_size, h])?;
-                matmul(w, dtype)?
+                matmul(w, dtype, dense)?
             }
-            None => matmul(embed_q, dtype)?,
+            None => matmul(embed_q, dtype, dense)?,
         };
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
         Ok(Self {
@@ -252,19 +263,28 @@ fn vector(t: &QTensor, role: TensorRole, len: usize) -> Result<Vec<f32>> {
     Ok(t.dequantize(&Device::Cpu)?.to_vec1::<f32>()?)
 }
 
-fn matmul(t: QTensor, dtype: WeightDtype) -> Result<QMatMul> {
-    Ok(match dtype {
+fn matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeight> {
+    let dense = if dense {
+        Some(t.dequantize(&Device::Cpu)?)
+    } else {
+        None
+    };
+    let quantized = match dtype {
         WeightDtype::Native if lacks_simd_kernel(t.dtype()) => {
             // candle has only scalar dot products for these formats (about 5x slower than its
-            // AVX-512 VNNI Q8_0 path). Re-rounding 4/5-bit values to 8 bits loses almost
-            // nothing, so convert once at load.
+            // AVX2/AVX-512 Q8_0 path). Re-rounding 4/5-bit values to 8 bits loses little, so
+            // convert once at load.
             let dense = t.dequantize(&Device::Cpu)?;
             QMatMul::from_qtensor(QTensor::quantize(&dense, GgmlDType::Q8_0)?)?
         }
         WeightDtype::Native | WeightDtype::Stored => QMatMul::from_qtensor(t)?,
         WeightDtype::F32 => QMatMul::Tensor(t.dequantize(&Device::Cpu)?),
-    })
+    };
+    Ok(BaseWeight::new(quantized, dense))
 }
+
+/// Largest model (as f32) that also keeps dense copies of its weights.
+const DENSE_BUDGET: usize = 2 << 30;
 
 fn lacks_simd_kernel(dtype: GgmlDType) -> bool {
     matches!(

@@ -3,9 +3,9 @@
 //! The decorator is chosen by (layer, module) at load time; which adapters apply to which
 //! rows arrives per step in the `MixPlan`. `x` is `[rows, d_in]`, the result `[rows, d_out]`.
 
+use super::base_weight::BaseWeight;
 use crate::{ModuleKind, Result};
-use candle_core::quantized::QMatMul;
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Device, Tensor};
 use loramux_kernels::{lora_mix, MixPlan, SlotStack};
 
 /// Where the model finds the resident adapters of a (layer, module). Implemented by the
@@ -26,7 +26,7 @@ impl LoraStacks for NoAdapters {
 pub struct Projection {
     layer: usize,
     module: ModuleKind,
-    weight: QMatMul,
+    weight: BaseWeight,
     bias: Option<Vec<f32>>,
     d_in: usize,
     d_out: usize,
@@ -36,7 +36,7 @@ impl Projection {
     pub fn new(
         layer: usize,
         module: ModuleKind,
-        weight: QMatMul,
+        weight: BaseWeight,
         bias: Option<Vec<f32>>,
         d_in: usize,
         d_out: usize,
