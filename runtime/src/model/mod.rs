@@ -18,12 +18,14 @@ use crate::gate::{Candidate, Gate};
 use crate::weights::{expect_shape, TensorRole, WeightDtype, WeightSource};
 use crate::{KvCache, ModelConfig, ModuleKind, Result, RuntimeError};
 use base_weight::BaseWeight;
+use candle_core::quantized::QStorage;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::Device;
 use layer::DecoderLayer;
 use norm::rms_norm;
-use projection::{as_tensor, Projection};
+use projection::{as_tensor, Part, ProjectionGroup};
 use rope::Rope;
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// Which rows of a sequence need logits.
@@ -83,25 +85,11 @@ impl LlamaModel {
         let dense = dtype == WeightDtype::Native && cfg.f32_bytes() <= DENSE_BUDGET;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
-            let mut proj = Vec::with_capacity(7);
-            for m in ModuleKind::ALL {
-                let (d_in, d_out) = cfg.module_shape(m);
-                let role = TensorRole::Proj(l, m);
-                let w = required(source, role)?;
-                expect_shape(role, &w, &[d_out, d_in])?;
-                let bias = match source.tensor(TensorRole::ProjBias(l, m))? {
-                    Some(b) => Some(vector(&b, TensorRole::ProjBias(l, m), d_out)?),
-                    None => None,
-                };
-                proj.push(Projection::new(
-                    l,
-                    m,
-                    matmul(w, dtype, dense)?,
-                    bias,
-                    d_in,
-                    d_out,
-                ));
-            }
+            let mut group = |modules: &[ModuleKind]| groups(source, &cfg, l, modules, dtype, dense);
+            let qkv = group(&[ModuleKind::Q, ModuleKind::K, ModuleKind::V])?;
+            let o = single(group(&[ModuleKind::O])?)?;
+            let gate_up = group(&[ModuleKind::Gate, ModuleKind::Up])?;
+            let down = single(group(&[ModuleKind::Down])?)?;
             layers.push(DecoderLayer {
                 index: l,
                 attn_norm: vector(
@@ -114,7 +102,10 @@ impl LlamaModel {
                     TensorRole::MlpNorm(l),
                     h,
                 )?,
-                proj,
+                qkv,
+                o,
+                gate_up,
+                down,
             });
         }
         let final_norm = vector(
@@ -247,6 +238,80 @@ impl LlamaModel {
             at += n;
         }
         Ok(out)
+    }
+}
+
+/// Loads projections that share an input, stacked into one group when they are stored in
+/// the same format (rows of every GGML format are independent, so stacking is a byte
+/// concatenation), else one group each.
+fn groups(
+    source: &mut dyn WeightSource,
+    cfg: &ModelConfig,
+    layer: usize,
+    modules: &[ModuleKind],
+    dtype: WeightDtype,
+    dense: bool,
+) -> Result<Vec<ProjectionGroup>> {
+    let mut loaded = Vec::with_capacity(modules.len());
+    for &m in modules {
+        let (d_in, d_out) = cfg.module_shape(m);
+        let role = TensorRole::Proj(layer, m);
+        let w = required(source, role)?;
+        expect_shape(role, &w, &[d_out, d_in])?;
+        let bias = match source.tensor(TensorRole::ProjBias(layer, m))? {
+            Some(b) => Some(vector(&b, TensorRole::ProjBias(layer, m), d_out)?),
+            None => None,
+        };
+        loaded.push((
+            w,
+            Part {
+                module: m,
+                d_out,
+                bias,
+            },
+        ));
+    }
+    let d_in = cfg.module_shape(modules[0]).0;
+    let same_format = loaded.windows(2).all(|w| w[0].0.dtype() == w[1].0.dtype());
+    if loaded.len() > 1 && same_format {
+        let mut bytes = Vec::new();
+        let mut rows = 0;
+        for (w, part) in &loaded {
+            bytes.extend_from_slice(&w.data()?);
+            rows += part.d_out;
+        }
+        let dtype_q = loaded[0].0.dtype();
+        let stacked = QTensor::new(
+            QStorage::from_data(Cow::Owned(bytes), &Device::Cpu, dtype_q)?,
+            (rows, d_in),
+        )?;
+        let parts = loaded.into_iter().map(|(_, p)| p).collect();
+        return Ok(vec![ProjectionGroup::new(
+            layer,
+            matmul(stacked, dtype, dense)?,
+            parts,
+            d_in,
+        )]);
+    }
+    loaded
+        .into_iter()
+        .map(|(w, part)| {
+            Ok(ProjectionGroup::new(
+                layer,
+                matmul(w, dtype, dense)?,
+                vec![part],
+                d_in,
+            ))
+        })
+        .collect()
+}
+
+fn single(mut groups: Vec<ProjectionGroup>) -> Result<ProjectionGroup> {
+    match (groups.pop(), groups.is_empty()) {
+        (Some(g), true) => Ok(g),
+        _ => Err(RuntimeError::UnsupportedModel {
+            reason: "expected exactly one projection group".into(),
+        }),
     }
 }
 
