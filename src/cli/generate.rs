@@ -214,7 +214,7 @@ fn visible(out: &GenerationOutput, stop_ids: &[u32]) -> Vec<u32> {
     ids
 }
 
-pub fn resolve_model(model: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn resolve_model(model: &str) -> anyhow::Result<PathBuf> {
     if model == "default" {
         Ok(fetch::default_model_path()?)
     } else {

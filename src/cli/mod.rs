@@ -3,6 +3,7 @@
 // mod bench; (in progress)
 mod generate;
 mod models;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,8 @@ pub struct Cli {
 enum Command {
     /// Generate text with the base model and any mix of PEFT adapters.
     Generate(generate::GenerateArgs),
+    /// Serve the OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
     /// Fetch and verify the default models.
     Models {
         #[command(subcommand)]
@@ -32,5 +35,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Models { command } => models::run(command),
+        Command::Serve(args) => serve::run(args),
     }
 }
