@@ -19,7 +19,11 @@ pub enum KernelError {
     #[error("row {row} has weight {weight}, which is not finite")]
     NonFiniteWeight { row: usize, weight: f32 },
     #[error("slot {slot}: rank {rank} exceeds the stack's r_max={r_max}")]
-    RankTooLarge { slot: usize, rank: usize, r_max: usize },
+    RankTooLarge {
+        slot: usize,
+        rank: usize,
+        r_max: usize,
+    },
     #[error("slot {slot}: {what} has {len} values, expected {expected}")]
     SlotShape {
         slot: usize,

@@ -23,11 +23,6 @@ pub type Result<T> = std::result::Result<T, KernelError>;
 ///
 /// Today every input runs on the CPU implementation; the CUDA kernels (feature `cuda`) slot in
 /// here behind a pure eligibility check.
-pub fn lora_mix(
-    x: &[f32],
-    y: &mut [f32],
-    stack: &SlotStack,
-    plan: &MixPlan,
-) -> Result<()> {
+pub fn lora_mix(x: &[f32], y: &mut [f32], stack: &SlotStack, plan: &MixPlan) -> Result<()> {
     lora_mix_cpu(x, y, stack, plan)
 }

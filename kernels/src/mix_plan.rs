@@ -155,7 +155,9 @@ impl MixPlan {
         for (g, &end) in cursor.iter().enumerate() {
             let start = groups.offsets[g];
             compact.rows.extend_from_slice(&groups.rows[start..end]);
-            compact.weights.extend_from_slice(&groups.weights[start..end]);
+            compact
+                .weights
+                .extend_from_slice(&groups.weights[start..end]);
             compact.offsets.push(compact.rows.len());
         }
         compact

@@ -107,7 +107,10 @@ impl SlotStack {
         a_dst[..rank * d_in].copy_from_slice(a);
         let b_dst = &mut self.b[slot * d_out * r_max..(slot + 1) * d_out * r_max];
         b_dst.fill(0.0);
-        for (row, src) in b_dst.chunks_exact_mut(r_max).zip(b.chunks_exact(rank.max(1))) {
+        for (row, src) in b_dst
+            .chunks_exact_mut(r_max)
+            .zip(b.chunks_exact(rank.max(1)))
+        {
             row[..rank].copy_from_slice(&src[..rank]);
         }
         self.rank[slot] = rank;

@@ -1,17 +1,29 @@
 //! The CPU LoRA mixture against its float64 twin, on random shapes, ranks, slots and plans.
 
-use loramux_kernels::{lora_mix, reference::lora_mix_f64, KernelError, MixPlan, SlotStack, SlotWeight};
+use loramux_kernels::{
+    lora_mix, reference::lora_mix_f64, KernelError, MixPlan, SlotStack, SlotWeight,
+};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn random_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
-fn random_stack(rng: &mut StdRng, slots: usize, r_max: usize, d_in: usize, d_out: usize) -> SlotStack {
+fn random_stack(
+    rng: &mut StdRng,
+    slots: usize,
+    r_max: usize,
+    d_in: usize,
+    d_out: usize,
+) -> SlotStack {
     let mut stack = SlotStack::new(slots, r_max, d_in, d_out);
     for slot in 0..slots {
         // Some slots do not target this module (rank 0); ranks are mixed below r_max.
-        let rank = if rng.random_bool(0.15) { 0 } else { rng.random_range(1..=r_max) };
+        let rank = if rng.random_bool(0.15) {
+            0
+        } else {
+            rng.random_range(1..=r_max)
+        };
         let a = random_vec(rng, rank * d_in);
         let b = random_vec(rng, d_out * rank);
         let scale = rng.random_range(0.1f32..4.0);
@@ -51,7 +63,13 @@ fn assert_close(fast: &[f32], reference: &[f64], what: &str) {
 #[test]
 fn matches_float64_twin_on_random_batches() {
     let mut rng = StdRng::seed_from_u64(0x10a4);
-    let shapes = [(1, 8, 16, 24), (7, 16, 64, 32), (33, 8, 96, 160), (130, 4, 48, 40), (64, 64, 256, 128)];
+    let shapes = [
+        (1, 8, 16, 24),
+        (7, 16, 64, 32),
+        (33, 8, 96, 160),
+        (130, 4, 48, 40),
+        (64, 64, 256, 128),
+    ];
     for (case, &(rows, r_max, d_in, d_out)) in shapes.iter().enumerate() {
         for slots in [1usize, 3, 17] {
             let stack = random_stack(&mut rng, slots, r_max, d_in, d_out);
@@ -63,7 +81,8 @@ fn matches_float64_twin_on_random_batches() {
             lora_mix(&x, &mut y, &stack, &plan).unwrap();
             assert_close(&y, &expected, &format!("case {case} slots {slots}"));
             // The mixture must really have changed y wherever a row has a ranked expert.
-            let touched = (0..rows).any(|r| plan.row(r).iter().any(|e| stack.rank(e.slot as usize) > 0));
+            let touched =
+                (0..rows).any(|r| plan.row(r).iter().any(|e| stack.rank(e.slot as usize) > 0));
             if touched {
                 assert!(y != y0, "case {case}: nothing was added");
             }
@@ -77,16 +96,55 @@ fn a_weighted_pair_equals_the_sum_of_single_experts() {
     let (rows, d_in, d_out) = (5, 32, 20);
     let mut stack = SlotStack::new(2, 4, d_in, d_out);
     for slot in 0..2 {
-        let (a, b) = (random_vec(&mut rng, 4 * d_in), random_vec(&mut rng, d_out * 4));
+        let (a, b) = (
+            random_vec(&mut rng, 4 * d_in),
+            random_vec(&mut rng, d_out * 4),
+        );
         stack.write_slot(slot, &a, &b, 4, 0.5).unwrap();
     }
     let x = random_vec(&mut rng, rows * d_in);
-    let pair = MixPlan::uniform(rows, &[SlotWeight { slot: 0, weight: 0.3 }, SlotWeight { slot: 1, weight: 0.7 }]);
+    let pair = MixPlan::uniform(
+        rows,
+        &[
+            SlotWeight {
+                slot: 0,
+                weight: 0.3,
+            },
+            SlotWeight {
+                slot: 1,
+                weight: 0.7,
+            },
+        ],
+    );
     let mut y_pair = vec![0.0; rows * d_out];
     lora_mix(&x, &mut y_pair, &stack, &pair).unwrap();
     let mut y_single = vec![0.0; rows * d_out];
-    lora_mix(&x, &mut y_single, &stack, &MixPlan::uniform(rows, &[SlotWeight { slot: 0, weight: 0.3 }])).unwrap();
-    lora_mix(&x, &mut y_single, &stack, &MixPlan::uniform(rows, &[SlotWeight { slot: 1, weight: 0.7 }])).unwrap();
+    lora_mix(
+        &x,
+        &mut y_single,
+        &stack,
+        &MixPlan::uniform(
+            rows,
+            &[SlotWeight {
+                slot: 0,
+                weight: 0.3,
+            }],
+        ),
+    )
+    .unwrap();
+    lora_mix(
+        &x,
+        &mut y_single,
+        &stack,
+        &MixPlan::uniform(
+            rows,
+            &[SlotWeight {
+                slot: 1,
+                weight: 0.7,
+            }],
+        ),
+    )
+    .unwrap();
     for (p, s) in y_pair.iter().zip(&y_single) {
         assert!((p - s).abs() <= 1e-5 * s.abs().max(1.0), "{p} vs {s}");
     }
@@ -95,7 +153,13 @@ fn a_weighted_pair_equals_the_sum_of_single_experts() {
 #[test]
 fn wrong_shapes_are_errors_not_panics() {
     let stack = SlotStack::new(2, 4, 8, 6);
-    let plan = MixPlan::uniform(2, &[SlotWeight { slot: 1, weight: 1.0 }]);
+    let plan = MixPlan::uniform(
+        2,
+        &[SlotWeight {
+            slot: 1,
+            weight: 1.0,
+        }],
+    );
     let mut y = vec![0.0; 12];
     assert_eq!(
         lora_mix(&[0.5; 15], &mut y, &stack, &plan),
@@ -106,12 +170,24 @@ fn wrong_shapes_are_errors_not_panics() {
         lora_mix(&[0.5; 16], &mut short, &stack, &plan),
         Err(KernelError::OutputShape { .. })
     ));
-    let bad_slot = MixPlan::uniform(2, &[SlotWeight { slot: 9, weight: 1.0 }]);
+    let bad_slot = MixPlan::uniform(
+        2,
+        &[SlotWeight {
+            slot: 9,
+            weight: 1.0,
+        }],
+    );
     assert!(matches!(
         lora_mix(&[0.5; 16], &mut y, &stack, &bad_slot),
         Err(KernelError::SlotOutOfRange { slot: 9, .. })
     ));
     let mut s = SlotStack::new(1, 4, 8, 6);
-    assert!(matches!(s.write_slot(0, &[0.0; 40], &[0.0; 30], 5, 1.0), Err(KernelError::RankTooLarge { .. })));
-    assert!(matches!(s.write_slot(0, &[0.0; 8], &[0.0; 6], 2, 1.0), Err(KernelError::SlotShape { what: "A", .. })));
+    assert!(matches!(
+        s.write_slot(0, &[0.0; 40], &[0.0; 30], 5, 1.0),
+        Err(KernelError::RankTooLarge { .. })
+    ));
+    assert!(matches!(
+        s.write_slot(0, &[0.0; 8], &[0.0; 6], 2, 1.0),
+        Err(KernelError::SlotShape { what: "A", .. })
+    ));
 }

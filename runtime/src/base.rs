@@ -27,7 +27,9 @@ impl BaseModel {
                 let tokenizer = Tokenizer::from_file(&tokenizer_json)?;
                 let dir = tokenizer_json.parent().unwrap_or(Path::new("."));
                 let template = match chat_template {
-                    Some(_) => ChatTemplate::from_tokenizer_config(dir.join("tokenizer_config.json"))?,
+                    Some(_) => {
+                        ChatTemplate::from_tokenizer_config(dir.join("tokenizer_config.json"))?
+                    }
                     None => ChatTemplate::chatml(None, None)?,
                 };
                 (tokenizer, template)

@@ -89,6 +89,18 @@ impl ModelConfig {
         }
     }
 
+    /// Bytes of every weight matrix and the embedding as f32.
+    pub fn f32_bytes(&self) -> usize {
+        let per_layer: usize = ModuleKind::ALL
+            .iter()
+            .map(|&m| {
+                let (i, o) = self.module_shape(m);
+                i * o
+            })
+            .sum();
+        4 * (per_layer * self.num_layers + self.vocab_size * self.hidden_size)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: String| Err(RuntimeError::UnsupportedModel { reason });
         if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_layers == 0 {

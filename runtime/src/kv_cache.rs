@@ -34,7 +34,11 @@ impl KvCache {
 
     /// Bytes held, for memory accounting.
     pub fn bytes(&self) -> usize {
-        self.keys.iter().chain(&self.values).map(|v| v.capacity() * 4).sum()
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|v| v.capacity() * 4)
+            .sum()
     }
 
     pub(crate) fn append(&mut self, layer: usize, k: &[f32], v: &[f32]) {
@@ -45,7 +49,10 @@ impl KvCache {
     /// Called once per step after every layer appended the step's tokens.
     pub(crate) fn commit(&mut self, tokens: usize) {
         self.len += tokens;
-        debug_assert!(self.keys.iter().all(|k| k.len() == self.len * self.kv_width));
+        debug_assert!(self
+            .keys
+            .iter()
+            .all(|k| k.len() == self.len * self.kv_width));
     }
 
     pub(crate) fn keys(&self, layer: usize) -> &[f32] {

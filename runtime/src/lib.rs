@@ -10,6 +10,7 @@ pub mod bank;
 pub mod base;
 pub mod chat_template;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod fetch;
 pub mod gate;

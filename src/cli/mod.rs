@@ -1,16 +1,21 @@
 //! The command-line interface: one subcommand per file.
 
 mod adapters;
-mod bench;
+// mod bench; (in progress)
 mod bench_route;
 mod generate;
 mod models;
 mod route;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "loramux", version, about = "Adapter router and mixture-of-LoRA runtime")]
+#[command(
+    name = "loramux",
+    version,
+    about = "Adapter router and mixture-of-LoRA runtime"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,13 +25,13 @@ pub struct Cli {
 enum Command {
     /// Generate text with the base model and any mix of PEFT adapters.
     Generate(generate::GenerateArgs),
+    /// Serve the OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
     /// Fetch and verify the default models.
     Models {
         #[command(subcommand)]
         command: models::ModelsCommand,
     },
-    /// Decode throughput: base, one adapter and mixed adapters, against candle's quantized_llama.
-    Bench(bench::BenchArgs),
     /// Register, list and remove adapters.
     Adapters(adapters::AdaptersArgs),
     /// Show the route plan (candidate adapters with scores) for a prompt.
@@ -39,7 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Models { command } => models::run(command),
-        Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Adapters(args) => adapters::run(args),
         Command::Route(args) => route::run(args),
         Command::BenchRoute(args) => bench_route::run(args),

@@ -2,24 +2,58 @@
 
 use super::attention::{causal_attention, AttnShape, RowAttn};
 use super::norm::{rms_norm, silu_mul};
-use super::projection::{as_tensor, LoraStacks, Projection};
+use super::projection::{as_tensor, LoraStacks, ProjectionGroup};
 use super::StepContext;
 use crate::gate::{Gate, GateInput};
-use crate::{KvCache, ModuleKind, Result};
+use crate::{KvCache, Result, RuntimeError};
 
 pub struct DecoderLayer {
     pub(super) index: usize,
     pub(super) attn_norm: Vec<f32>,
     pub(super) mlp_norm: Vec<f32>,
-    /// Indexed by `ModuleKind::index()`.
-    pub(super) proj: Vec<Projection>,
+    /// q, k, v (one group when their formats allow stacking).
+    pub(super) qkv: Vec<ProjectionGroup>,
+    pub(super) o: ProjectionGroup,
+    /// gate, up.
+    pub(super) gate_up: Vec<ProjectionGroup>,
+    pub(super) down: ProjectionGroup,
+}
+
+/// Runs groups over one input and returns the parts of all groups in order.
+fn run_groups(
+    groups: &[ProjectionGroup],
+    x: &[f32],
+    d: usize,
+    plan: &loramux_kernels::MixPlan,
+    lora: &dyn LoraStacks,
+) -> Result<Vec<Vec<f32>>> {
+    let xt = as_tensor(x, d)?;
+    let mut outs = Vec::new();
+    for g in groups {
+        outs.extend(g.forward(&xt, x, plan, lora)?);
+    }
+    Ok(outs)
+}
+
+fn take3(mut v: Vec<Vec<f32>>) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    match (v.pop(), v.pop(), v.pop()) {
+        (Some(c), Some(b), Some(a)) if v.is_empty() => Ok((a, b, c)),
+        _ => Err(RuntimeError::UnsupportedModel {
+            reason: "q/k/v groups did not yield three outputs".into(),
+        }),
+    }
+}
+
+fn take2(mut v: Vec<Vec<f32>>) -> Result<(Vec<f32>, Vec<f32>)> {
+    match (v.pop(), v.pop()) {
+        (Some(b), Some(a)) if v.is_empty() => Ok((a, b)),
+        _ => Err(RuntimeError::UnsupportedModel {
+            reason: "gate/up groups did not yield two outputs".into(),
+        }),
+    }
 }
 
 impl DecoderLayer {
-    fn proj(&self, m: ModuleKind) -> &Projection {
-        &self.proj[m.index()]
-    }
-
     pub(super) fn forward(
         &self,
         h: &mut [f32],
@@ -36,12 +70,10 @@ impl DecoderLayer {
             hidden_size: cfg.hidden_size,
             row_candidates: &step.row_candidates,
         });
-        let xt = as_tensor(&x, cfg.hidden_size)?;
-        let mut q = self.proj(ModuleKind::Q).forward(&xt, &x, &plan, lora)?;
-        let mut k = self.proj(ModuleKind::K).forward(&xt, &x, &plan, lora)?;
-        let v = self.proj(ModuleKind::V).forward(&xt, &x, &plan, lora)?;
+        let (mut q, mut k, v) = take3(run_groups(&self.qkv, &x, cfg.hidden_size, &plan, lora)?)?;
         step.rope.apply(&mut q, cfg.num_heads, &step.cos, &step.sin);
-        step.rope.apply(&mut k, cfg.num_kv_heads, &step.cos, &step.sin);
+        step.rope
+            .apply(&mut k, cfg.num_kv_heads, &step.cos, &step.sin);
         let kv_width = cfg.num_kv_heads * cfg.head_dim;
         for (s, rows) in step.seq_rows.iter().enumerate() {
             caches[s].append(
@@ -69,18 +101,30 @@ impl DecoderLayer {
                 head_dim: cfg.head_dim,
             },
         );
-        let attn_t = as_tensor(&attn, self.proj(ModuleKind::O).d_in())?;
-        let o = self.proj(ModuleKind::O).forward(&attn_t, &attn, &plan, lora)?;
-        h.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+        let o = run_groups(
+            std::slice::from_ref(&self.o),
+            &attn,
+            self.o.d_in(),
+            &plan,
+            lora,
+        )?;
+        for part in &o {
+            h.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+        }
 
         let x = rms_norm(h, &self.mlp_norm, cfg.rms_norm_eps);
-        let xt = as_tensor(&x, cfg.hidden_size)?;
-        let mut g = self.proj(ModuleKind::Gate).forward(&xt, &x, &plan, lora)?;
-        let u = self.proj(ModuleKind::Up).forward(&xt, &x, &plan, lora)?;
+        let (mut g, u) = take2(run_groups(&self.gate_up, &x, cfg.hidden_size, &plan, lora)?)?;
         silu_mul(&mut g, &u);
-        let gt = as_tensor(&g, cfg.intermediate_size)?;
-        let d = self.proj(ModuleKind::Down).forward(&gt, &g, &plan, lora)?;
-        h.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+        let d = run_groups(
+            std::slice::from_ref(&self.down),
+            &g,
+            cfg.intermediate_size,
+            &plan,
+            lora,
+        )?;
+        for part in &d {
+            h.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+        }
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! cache. Logits are computed only for the rows asked for.
 
 mod attention;
+mod base_weight;
 mod layer;
 mod norm;
 mod projection;
@@ -16,12 +17,15 @@ pub use projection::{LoraStacks, NoAdapters};
 use crate::gate::{Candidate, Gate};
 use crate::weights::{expect_shape, TensorRole, WeightDtype, WeightSource};
 use crate::{KvCache, ModelConfig, ModuleKind, Result, RuntimeError};
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{Device, Module};
+use base_weight::BaseWeight;
+use candle_core::quantized::QStorage;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::Device;
 use layer::DecoderLayer;
 use norm::rms_norm;
-use projection::{as_tensor, Projection};
+use projection::{as_tensor, Part, ProjectionGroup};
 use rope::Rope;
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// Which rows of a sequence need logits.
@@ -63,7 +67,7 @@ pub struct LlamaModel {
     embed: Vec<f32>,
     layers: Vec<DecoderLayer>,
     final_norm: Vec<f32>,
-    lm_head: QMatMul,
+    lm_head: BaseWeight,
     rope: Rope,
 }
 
@@ -73,35 +77,48 @@ impl LlamaModel {
         let h = cfg.hidden_size;
         let embed_q = required(source, TensorRole::Embed)?;
         expect_shape(TensorRole::Embed, &embed_q, &[cfg.vocab_size, h])?;
-        let embed = embed_q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let embed = embed_q
+            .dequantize(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        // Dense f32 copies for many-row matmuls, when the whole model fits in DENSE_BUDGET.
+        let dense = dtype == WeightDtype::Native && cfg.f32_bytes() <= DENSE_BUDGET;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
-            let mut proj = Vec::with_capacity(7);
-            for m in ModuleKind::ALL {
-                let (d_in, d_out) = cfg.module_shape(m);
-                let role = TensorRole::Proj(l, m);
-                let w = required(source, role)?;
-                expect_shape(role, &w, &[d_out, d_in])?;
-                let bias = match source.tensor(TensorRole::ProjBias(l, m))? {
-                    Some(b) => Some(vector(&b, TensorRole::ProjBias(l, m), d_out)?),
-                    None => None,
-                };
-                proj.push(Projection::new(l, m, matmul(w, dtype)?, bias, d_in, d_out));
-            }
+            let mut group = |modules: &[ModuleKind]| groups(source, &cfg, l, modules, dtype, dense);
+            let qkv = group(&[ModuleKind::Q, ModuleKind::K, ModuleKind::V])?;
+            let o = single(group(&[ModuleKind::O])?)?;
+            let gate_up = group(&[ModuleKind::Gate, ModuleKind::Up])?;
+            let down = single(group(&[ModuleKind::Down])?)?;
             layers.push(DecoderLayer {
                 index: l,
-                attn_norm: vector(&required(source, TensorRole::AttnNorm(l))?, TensorRole::AttnNorm(l), h)?,
-                mlp_norm: vector(&required(source, TensorRole::MlpNorm(l))?, TensorRole::MlpNorm(l), h)?,
-                proj,
+                attn_norm: vector(
+                    &required(source, TensorRole::AttnNorm(l))?,
+                    TensorRole::AttnNorm(l),
+                    h,
+                )?,
+                mlp_norm: vector(
+                    &required(source, TensorRole::MlpNorm(l))?,
+                    TensorRole::MlpNorm(l),
+                    h,
+                )?,
+                qkv,
+                o,
+                gate_up,
+                down,
             });
         }
-        let final_norm = vector(&required(source, TensorRole::FinalNorm)?, TensorRole::FinalNorm, h)?;
+        let final_norm = vector(
+            &required(source, TensorRole::FinalNorm)?,
+            TensorRole::FinalNorm,
+            h,
+        )?;
         let lm_head = match source.tensor(TensorRole::LmHead)? {
             Some(w) => {
                 expect_shape(TensorRole::LmHead, &w, &[cfg.vocab_size, h])?;
-                matmul(w, dtype)?
+                matmul(w, dtype, dense)?
             }
-            None => matmul(embed_q, dtype)?,
+            None => matmul(embed_q, dtype, dense)?,
         };
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
         Ok(Self {
@@ -120,7 +137,12 @@ impl LlamaModel {
 
     /// Runs one step for every sequence; returns, per sequence, the logits of the rows it
     /// asked for, concatenated (`[n_rows, vocab]` row-major; empty for `LogitRows::None`).
-    pub fn forward(&self, seqs: &mut [SeqStep<'_>], lora: &dyn LoraStacks, gate: &dyn Gate) -> Result<Vec<Vec<f32>>> {
+    pub fn forward(
+        &self,
+        seqs: &mut [SeqStep<'_>],
+        lora: &dyn LoraStacks,
+        gate: &dyn Gate,
+    ) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.cfg;
         let mut row_seq = Vec::new();
         let mut positions = Vec::new();
@@ -144,7 +166,10 @@ impl LlamaModel {
             }
             if let Some(&bad) = seq.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
                 return Err(RuntimeError::InvalidRequest {
-                    reason: format!("token id {bad} is outside the vocabulary of {}", cfg.vocab_size),
+                    reason: format!(
+                        "token id {bad} is outside the vocabulary of {}",
+                        cfg.vocab_size
+                    ),
                 });
             }
             let first = row_seq.len();
@@ -216,10 +241,86 @@ impl LlamaModel {
     }
 }
 
+/// Loads projections that share an input, stacked into one group when they are stored in
+/// the same format (rows of every GGML format are independent, so stacking is a byte
+/// concatenation), else one group each.
+fn groups(
+    source: &mut dyn WeightSource,
+    cfg: &ModelConfig,
+    layer: usize,
+    modules: &[ModuleKind],
+    dtype: WeightDtype,
+    dense: bool,
+) -> Result<Vec<ProjectionGroup>> {
+    let mut loaded = Vec::with_capacity(modules.len());
+    for &m in modules {
+        let (d_in, d_out) = cfg.module_shape(m);
+        let role = TensorRole::Proj(layer, m);
+        let w = required(source, role)?;
+        expect_shape(role, &w, &[d_out, d_in])?;
+        let bias = match source.tensor(TensorRole::ProjBias(layer, m))? {
+            Some(b) => Some(vector(&b, TensorRole::ProjBias(layer, m), d_out)?),
+            None => None,
+        };
+        loaded.push((
+            w,
+            Part {
+                module: m,
+                d_out,
+                bias,
+            },
+        ));
+    }
+    let d_in = cfg.module_shape(modules[0]).0;
+    let same_format = loaded.windows(2).all(|w| w[0].0.dtype() == w[1].0.dtype());
+    if loaded.len() > 1 && same_format {
+        let mut bytes = Vec::new();
+        let mut rows = 0;
+        for (w, part) in &loaded {
+            bytes.extend_from_slice(&w.data()?);
+            rows += part.d_out;
+        }
+        let dtype_q = loaded[0].0.dtype();
+        let stacked = QTensor::new(
+            QStorage::from_data(Cow::Owned(bytes), &Device::Cpu, dtype_q)?,
+            (rows, d_in),
+        )?;
+        let parts = loaded.into_iter().map(|(_, p)| p).collect();
+        return Ok(vec![ProjectionGroup::new(
+            layer,
+            matmul(stacked, dtype, dense)?,
+            parts,
+            d_in,
+        )]);
+    }
+    loaded
+        .into_iter()
+        .map(|(w, part)| {
+            Ok(ProjectionGroup::new(
+                layer,
+                matmul(w, dtype, dense)?,
+                vec![part],
+                d_in,
+            ))
+        })
+        .collect()
+}
+
+fn single(mut groups: Vec<ProjectionGroup>) -> Result<ProjectionGroup> {
+    match (groups.pop(), groups.is_empty()) {
+        (Some(g), true) => Ok(g),
+        _ => Err(RuntimeError::UnsupportedModel {
+            reason: "expected exactly one projection group".into(),
+        }),
+    }
+}
+
 fn required(source: &mut dyn WeightSource, role: TensorRole) -> Result<QTensor> {
     source
         .tensor(role)?
-        .ok_or_else(|| RuntimeError::MissingTensor { name: role.hf_name() })
+        .ok_or_else(|| RuntimeError::MissingTensor {
+            name: role.hf_name(),
+        })
 }
 
 fn vector(t: &QTensor, role: TensorRole, len: usize) -> Result<Vec<f32>> {
@@ -227,9 +328,32 @@ fn vector(t: &QTensor, role: TensorRole, len: usize) -> Result<Vec<f32>> {
     Ok(t.dequantize(&Device::Cpu)?.to_vec1::<f32>()?)
 }
 
-fn matmul(t: QTensor, dtype: WeightDtype) -> Result<QMatMul> {
-    Ok(match dtype {
-        WeightDtype::Native => QMatMul::from_qtensor(t)?,
+fn matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeight> {
+    let dense = if dense {
+        Some(t.dequantize(&Device::Cpu)?)
+    } else {
+        None
+    };
+    let quantized = match dtype {
+        WeightDtype::Native if lacks_simd_kernel(t.dtype()) => {
+            // candle has only scalar dot products for these formats (about 5x slower than its
+            // AVX2/AVX-512 Q8_0 path). Re-rounding 4/5-bit values to 8 bits loses little, so
+            // convert once at load.
+            let dense = t.dequantize(&Device::Cpu)?;
+            QMatMul::from_qtensor(QTensor::quantize(&dense, GgmlDType::Q8_0)?)?
+        }
+        WeightDtype::Native | WeightDtype::Stored => QMatMul::from_qtensor(t)?,
         WeightDtype::F32 => QMatMul::Tensor(t.dequantize(&Device::Cpu)?),
-    })
+    };
+    Ok(BaseWeight::new(quantized, dense))
+}
+
+/// Largest model (as f32) that also keeps dense copies of its weights.
+const DENSE_BUDGET: usize = 2 << 30;
+
+fn lacks_simd_kernel(dtype: GgmlDType) -> bool {
+    matches!(
+        dtype,
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_1
+    )
 }

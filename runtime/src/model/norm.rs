@@ -13,5 +13,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f64) -> Vec<f32> {
 
 /// `silu(gate) · up`, element-wise, in place into `gate`.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    gate.iter_mut().zip(up).for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
+    gate.iter_mut()
+        .zip(up)
+        .for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
 }

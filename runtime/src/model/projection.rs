@@ -1,11 +1,13 @@
-//! A base linear layer wrapped with the LoRA mixture: `y = W x (+ b) + Σ_k w·s·B(Ax)`.
+//! Base linear layers wrapped with the LoRA mixture: `y_m = W_m x (+ b_m) + Σ_k w·s·B(Ax)`.
 //!
-//! The decorator is chosen by (layer, module) at load time; which adapters apply to which
-//! rows arrives per step in the `MixPlan`. `x` is `[rows, d_in]`, the result `[rows, d_out]`.
+//! Projections that read the same input (q/k/v, gate/up) are fused into one
+//! [`ProjectionGroup`]: their weight rows are stacked so the base product is one matmul (one
+//! thread-pool dispatch instead of three), then the output is split per module and each
+//! module gets its own LoRA mixture. `x` is `[rows, d_in]`; each part is `[rows, d_out_m]`.
 
+use super::base_weight::BaseWeight;
 use crate::{ModuleKind, Result};
-use candle_core::quantized::QMatMul;
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Device, Tensor};
 use loramux_kernels::{lora_mix, MixPlan, SlotStack};
 
 /// Where the model finds the resident adapters of a (layer, module). Implemented by the
@@ -23,51 +25,71 @@ impl LoraStacks for NoAdapters {
     }
 }
 
-pub struct Projection {
-    layer: usize,
-    module: ModuleKind,
-    weight: QMatMul,
-    bias: Option<Vec<f32>>,
-    d_in: usize,
-    d_out: usize,
+/// One module's slice of a group's output.
+pub struct Part {
+    pub module: ModuleKind,
+    pub d_out: usize,
+    pub bias: Option<Vec<f32>>,
 }
 
-impl Projection {
-    pub fn new(layer: usize, module: ModuleKind, weight: QMatMul, bias: Option<Vec<f32>>, d_in: usize, d_out: usize) -> Self {
+pub struct ProjectionGroup {
+    layer: usize,
+    weight: BaseWeight,
+    parts: Vec<Part>,
+    d_in: usize,
+}
+
+impl ProjectionGroup {
+    /// `weight` holds the parts' rows stacked in order: `[Σ d_out, d_in]`.
+    pub fn new(layer: usize, weight: BaseWeight, parts: Vec<Part>, d_in: usize) -> Self {
         Self {
             layer,
-            module,
             weight,
-            bias,
+            parts,
             d_in,
-            d_out,
         }
-    }
-
-    /// The base product only, as a tensor: used where several projections share an input.
-    fn base(&self, x: &Tensor) -> Result<Vec<f32>> {
-        let y = self.weight.forward(x)?;
-        let mut y = y.flatten_all()?.to_vec1::<f32>()?;
-        if let Some(bias) = &self.bias {
-            for row in y.chunks_exact_mut(self.d_out) {
-                row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-            }
-        }
-        Ok(y)
-    }
-
-    pub fn forward(&self, x: &Tensor, x_rows: &[f32], plan: &MixPlan, lora: &dyn LoraStacks) -> Result<Vec<f32>> {
-        let mut y = self.base(x)?;
-        if !plan.is_empty() {
-            if let Some(stack) = lora.stack(self.layer, self.module) {
-                lora_mix(x_rows, &mut y, stack, plan)?;
-            }
-        }
-        Ok(y)
     }
 
     pub fn d_in(&self) -> usize {
         self.d_in
+    }
+
+    /// Returns one `[rows, d_out]` output per part, in the parts' order.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        x_rows: &[f32],
+        plan: &MixPlan,
+        lora: &dyn LoraStacks,
+    ) -> Result<Vec<Vec<f32>>> {
+        let y = self.weight.forward(x)?.flatten_all()?.to_vec1::<f32>()?;
+        let total: usize = self.parts.iter().map(|p| p.d_out).sum();
+        let rows = y.len() / total.max(1);
+        let mut outs: Vec<Vec<f32>> = self
+            .parts
+            .iter()
+            .map(|p| Vec::with_capacity(rows * p.d_out))
+            .collect();
+        for row in y.chunks_exact(total) {
+            let mut at = 0;
+            for (part, out) in self.parts.iter().zip(outs.iter_mut()) {
+                out.extend_from_slice(&row[at..at + part.d_out]);
+                at += part.d_out;
+            }
+        }
+        for (part, out) in self.parts.iter().zip(outs.iter_mut()) {
+            if let Some(bias) = &part.bias {
+                for r in out.chunks_exact_mut(part.d_out) {
+                    r.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                }
+            }
+            if !plan.is_empty() {
+                if let Some(stack) = lora.stack(self.layer, part.module) {
+                    lora_mix(x_rows, out, stack, plan)?;
+                }
+            }
+        }
+        Ok(outs)
     }
 }
 

@@ -36,7 +36,10 @@ impl Rope {
         let half = self.head_dim / 2;
         let width = heads * self.head_dim;
         for (row, xr) in x.chunks_exact_mut(width).enumerate() {
-            let (c, s) = (&cos[row * half..(row + 1) * half], &sin[row * half..(row + 1) * half]);
+            let (c, s) = (
+                &cos[row * half..(row + 1) * half],
+                &sin[row * half..(row + 1) * half],
+            );
             for head in xr.chunks_exact_mut(self.head_dim) {
                 let (x1, x2) = head.split_at_mut(half);
                 for i in 0..half {

@@ -86,18 +86,23 @@ impl WeightSource for GgufSource {
             .content
             .tensor(&mut self.reader, &name, &Device::Cpu)
             .map_err(|e| self.format_error(format!("tensor {name}: {e}")))?;
-        let permuted = matches!(role, TensorRole::Proj(_, ModuleKind::Q | ModuleKind::K) | TensorRole::ProjBias(_, ModuleKind::Q | ModuleKind::K));
+        let permuted = matches!(
+            role,
+            TensorRole::Proj(_, ModuleKind::Q | ModuleKind::K)
+                | TensorRole::ProjBias(_, ModuleKind::Q | ModuleKind::K)
+        );
         if !(permuted && self.qk_interleaved) {
             return Ok(Some(t));
         }
         let rows = t.shape().dims()[0];
         let bytes = t.data()?;
-        let hf = unpermute_interleaved_rows(&bytes, rows, self.config.head_dim).ok_or_else(|| {
-            self.format_error(format!(
-                "tensor {name}: {rows} rows are not whole heads of {}",
-                self.config.head_dim
-            ))
-        })?;
+        let hf =
+            unpermute_interleaved_rows(&bytes, rows, self.config.head_dim).ok_or_else(|| {
+                self.format_error(format!(
+                    "tensor {name}: {rows} rows are not whole heads of {}",
+                    self.config.head_dim
+                ))
+            })?;
         let storage = QStorage::from_data(Cow::Owned(hf), &Device::Cpu, t.dtype())?;
         Ok(Some(QTensor::new(storage, t.shape().clone())?))
     }
@@ -123,7 +128,9 @@ fn config_from_metadata(path: &Path, content: &Content) -> Result<(ModelConfig, 
         "qwen2" => false,
         other => {
             return Err(RuntimeError::UnsupportedModel {
-                reason: format!("GGUF architecture {other:?}: loramux runs llama, mistral and qwen2"),
+                reason: format!(
+                    "GGUF architecture {other:?}: loramux runs llama, mistral and qwen2"
+                ),
             })
         }
     };
@@ -154,7 +161,9 @@ fn config_from_metadata(path: &Path, content: &Content) -> Result<(ModelConfig, 
         num_kv_heads,
         head_dim,
         vocab_size,
-        rope_theta: get("rope.freq_base").and_then(|v| v.to_f32().map_err(|e| err(e.to_string()))).unwrap_or(10_000.0),
+        rope_theta: get("rope.freq_base")
+            .and_then(|v| v.to_f32().map_err(|e| err(e.to_string())))
+            .unwrap_or(10_000.0),
         rms_norm_eps: get("attention.layer_norm_rms_epsilon")
             .and_then(|v| v.to_f32().map_err(|e| err(e.to_string())))
             .unwrap_or(1e-5) as f64,
@@ -162,9 +171,12 @@ fn config_from_metadata(path: &Path, content: &Content) -> Result<(ModelConfig, 
         tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
         qkv_bias: content.tensor_infos.contains_key("blk.0.attn_q.bias"),
     };
-    if md.contains_key(&format!("{arch}.rope.scaling.type")) || content.tensor_infos.contains_key("rope_freqs.weight") {
+    if md.contains_key(&format!("{arch}.rope.scaling.type"))
+        || content.tensor_infos.contains_key("rope_freqs.weight")
+    {
         return Err(RuntimeError::UnsupportedModel {
-            reason: "rotary embedding scaling (rope_freqs / rope.scaling) is not implemented yet".into(),
+            reason: "rotary embedding scaling (rope_freqs / rope.scaling) is not implemented yet"
+                .into(),
         });
     }
     Ok((config, qk_interleaved))

@@ -38,8 +38,12 @@ impl TensorRole {
             Self::LmHead => "lm_head.weight".into(),
             Self::AttnNorm(l) => format!("model.layers.{l}.input_layernorm.weight"),
             Self::MlpNorm(l) => format!("model.layers.{l}.post_attention_layernorm.weight"),
-            Self::Proj(l, m) => format!("model.layers.{l}.{}.{}.weight", m.hf_parent(), m.hf_name()),
-            Self::ProjBias(l, m) => format!("model.layers.{l}.{}.{}.bias", m.hf_parent(), m.hf_name()),
+            Self::Proj(l, m) => {
+                format!("model.layers.{l}.{}.{}.weight", m.hf_parent(), m.hf_name())
+            }
+            Self::ProjBias(l, m) => {
+                format!("model.layers.{l}.{}.{}.bias", m.hf_parent(), m.hf_name())
+            }
         }
     }
 }
@@ -47,9 +51,12 @@ impl TensorRole {
 /// How projection weights are kept in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightDtype {
-    /// As stored: quantized GGUF tensors stay quantized (candle's QMatMul kernels).
+    /// Quantized: GGUF tensors stay quantized for candle's QMatMul kernels; formats candle
+    /// has no SIMD kernel for (Q4_1, Q5_0, Q5_1) are re-quantized to Q8_0 once at load.
     #[default]
     Native,
+    /// Exactly as stored, every format kept as is (slower for Q4_1/Q5_x; for comparisons).
+    Stored,
     /// Everything dequantized to f32: the precise mode the reference tests run in.
     F32,
 }
@@ -77,7 +84,10 @@ pub trait WeightSource {
 pub fn open(path: &Path) -> Result<Box<dyn WeightSource>> {
     if path.is_dir() {
         Ok(Box::new(SafetensorsSource::open(path)?))
-    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+    } else if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
         Ok(Box::new(GgufSource::open(path)?))
     } else if path.exists() {
         Err(RuntimeError::ModelFormat {

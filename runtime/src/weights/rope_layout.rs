@@ -13,7 +13,12 @@
 ///
 /// `data` is `rows · row_bytes` bytes; `rows` must be a multiple of `head_dim`.
 pub fn unpermute_interleaved_rows(data: &[u8], rows: usize, head_dim: usize) -> Option<Vec<u8>> {
-    if rows == 0 || head_dim == 0 || head_dim % 2 != 0 || rows % head_dim != 0 || data.len() % rows != 0 {
+    if rows == 0
+        || head_dim == 0
+        || head_dim % 2 != 0
+        || rows % head_dim != 0
+        || data.len() % rows != 0
+    {
         return None;
     }
     let row_bytes = data.len() / rows;

@@ -38,7 +38,8 @@ pub struct SafetensorsSource {
 impl SafetensorsSource {
     pub fn open(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| RuntimeError::io(&cfg_path, e))?;
+        let text =
+            std::fs::read_to_string(&cfg_path).map_err(|e| RuntimeError::io(&cfg_path, e))?;
         let hf: HfConfig = serde_json::from_str(&text).map_err(|e| RuntimeError::ModelFormat {
             path: cfg_path.clone(),
             reason: e.to_string(),
@@ -63,7 +64,9 @@ impl SafetensorsSource {
             num_layers: hf.num_hidden_layers,
             num_heads: hf.num_attention_heads,
             num_kv_heads,
-            head_dim: hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
+            head_dim: hf
+                .head_dim
+                .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
             vocab_size: hf.vocab_size,
             rope_theta: hf.rope_theta.unwrap_or(10_000.0),
             rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
@@ -82,12 +85,12 @@ impl SafetensorsSource {
             }
             // SAFETY: the file is mapped read-only; loramux never writes model files, and a
             // concurrent writer would be a misuse the OS cannot prevent for any reader.
-            let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(&path) }.map_err(|e| {
-                RuntimeError::ModelFormat {
+            let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(&path) }.map_err(
+                |e| RuntimeError::ModelFormat {
                     path: path.clone(),
                     reason: e.to_string(),
-                }
-            })?;
+                },
+            )?;
             for (name, _) in st.tensors() {
                 index.insert(name, path.clone());
             }
@@ -119,10 +122,12 @@ impl WeightSource for SafetensorsSource {
             return Ok(None);
         };
         let st = &self.files[file];
-        let t: Tensor = st.load(&name, &Device::Cpu).map_err(|e| RuntimeError::ModelFormat {
-            path: file.clone(),
-            reason: format!("tensor {name}: {e}"),
-        })?;
+        let t: Tensor = st
+            .load(&name, &Device::Cpu)
+            .map_err(|e| RuntimeError::ModelFormat {
+                path: file.clone(),
+                reason: format!("tensor {name}: {e}"),
+            })?;
         let t = t.to_dtype(DType::F32)?;
         Ok(Some(QTensor::quantize(&t, GgmlDType::F32)?))
     }
@@ -131,7 +136,11 @@ impl WeightSource for SafetensorsSource {
         let chat_template = std::fs::read_to_string(self.dir.join("tokenizer_config.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.get("chat_template").and_then(|t| t.as_str()).map(str::to_owned));
+            .and_then(|v| {
+                v.get("chat_template")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_owned)
+            });
         TokenizerSource::File {
             tokenizer_json: self.dir.join("tokenizer.json"),
             chat_template,

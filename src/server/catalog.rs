@@ -1,0 +1,98 @@
+//! Where the server finds adapters by id, and how `"model": "auto"` picks them.
+//!
+//! The server depends on this trait, not on a storage: a folder of PEFT adapters serves
+//! tests and simple setups; the SQLite registry with its embedding index implements it for
+//! `loramux serve`.
+
+use loramux_runtime::{Adapter, AdapterId, ModelConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct CatalogEntry {
+    pub id: AdapterId,
+    pub dir: PathBuf,
+    pub description: String,
+}
+
+/// One retrieved candidate: similarity to the prompt and its prior mixing weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutedCandidate {
+    pub id: AdapterId,
+    pub similarity: f32,
+    pub prior: f32,
+}
+
+pub trait AdapterCatalog: Send + Sync {
+    fn list(&self) -> Vec<CatalogEntry>;
+    fn get(&self, id: &str) -> Option<CatalogEntry>;
+    /// Candidates for a prompt, best first; empty means "use the base model".
+    fn route(&self, prompt: &str) -> Vec<RoutedCandidate>;
+}
+
+/// Every sub-folder of one folder is an adapter named after the folder. No retrieval:
+/// `auto` falls back to the base model.
+pub struct DirCatalog {
+    root: PathBuf,
+}
+
+impl DirCatalog {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+}
+
+impl AdapterCatalog for DirCatalog {
+    fn list(&self) -> Vec<CatalogEntry> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut out: Vec<CatalogEntry> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("adapter_config.json").is_file())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().replace('_', "-");
+                AdapterId::new(&name).ok().map(|id| CatalogEntry {
+                    id,
+                    dir: e.path(),
+                    description: String::new(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    fn get(&self, id: &str) -> Option<CatalogEntry> {
+        self.list().into_iter().find(|e| e.id.as_str() == id)
+    }
+
+    fn route(&self, _prompt: &str) -> Vec<RoutedCandidate> {
+        Vec::new()
+    }
+}
+
+/// Loaded adapters, shared by all requests so files are read once.
+#[derive(Default)]
+pub struct LoadedAdapters {
+    map: dashmap::DashMap<AdapterId, Arc<Adapter>>,
+}
+
+impl LoadedAdapters {
+    pub fn get_or_load(
+        &self,
+        entry: &CatalogEntry,
+        cfg: &ModelConfig,
+    ) -> loramux_runtime::Result<Arc<Adapter>> {
+        if let Some(a) = self.map.get(&entry.id) {
+            return Ok(a.clone());
+        }
+        let adapter = Arc::new(Adapter::load(entry.id.clone(), &entry.dir, cfg)?);
+        self.map.insert(entry.id.clone(), adapter.clone());
+        Ok(adapter)
+    }
+
+    pub fn forget(&self, id: &AdapterId) {
+        self.map.remove(id);
+    }
+}

@@ -1,0 +1,119 @@
+//! Every API error in one place: a stable snake_case code, an HTTP status, and a JSON body
+//! `{"error": {"code", "message"}}`. Internal details never reach clients.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("unknown model or adapter {0:?}")]
+    UnknownModel(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("the server is at capacity; retry later")]
+    Overloaded,
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::UnknownModel(_) => "model_not_found",
+            Self::TooLarge(_) => "request_too_large",
+            Self::Overloaded => "overloaded",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UnknownModel(_) | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            Self::Internal(detail) => {
+                tracing::error!("internal error: {detail}");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        HttpResponse::build(self.status_code()).json(Body {
+            error: Inner {
+                code: self.code(),
+                message,
+            },
+        })
+    }
+}
+
+impl From<loramux_runtime::RuntimeError> for ApiError {
+    fn from(e: loramux_runtime::RuntimeError) -> Self {
+        use loramux_runtime::RuntimeError as R;
+        match e {
+            R::InvalidRequest { reason } => Self::InvalidRequest(reason),
+            R::ChatTemplate { reason } => Self::InvalidRequest(format!("chat template: {reason}")),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    #[actix_web::test]
+    async fn errors_map_to_status_and_stable_codes_and_hide_internals() {
+        let cases = [
+            (ApiError::InvalidRequest("x".into()), 400, "invalid_request"),
+            (ApiError::UnknownModel("m".into()), 404, "model_not_found"),
+            (ApiError::TooLarge("big".into()), 413, "request_too_large"),
+            (ApiError::Overloaded, 429, "overloaded"),
+            (ApiError::Unauthorized, 401, "unauthorized"),
+            (
+                ApiError::Internal("secret path /etc".into()),
+                500,
+                "internal_error",
+            ),
+        ];
+        for (err, status, code) in cases {
+            let resp = err.error_response();
+            assert_eq!(resp.status().as_u16(), status);
+            let body = to_bytes(resp.into_body()).await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"]["code"], code);
+            assert!(!v["error"]["message"].as_str().unwrap().contains("secret"));
+        }
+    }
+}

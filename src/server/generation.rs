@@ -1,0 +1,438 @@
+//! The request path shared by chat and text completions, typed in stages:
+//! parsed body → [`validate`] (limits, routing, adapters) → [`Prepared`] → submitted to the
+//! engine → streamed (SSE) or collected into one response.
+
+use super::errors::ApiError;
+use super::openai::{CommonParams, Routing, Scored, Usage, Weighted};
+use super::ServerState;
+use actix_web::web::Bytes;
+use actix_web::HttpResponse;
+use loramux_runtime::engine::{EngineEvent, EngineRequest, SubmitError};
+use loramux_runtime::generate::FinishReason;
+use loramux_runtime::{Adapter, SamplingParams, TokenStream};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Which endpoint shapes the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Text,
+}
+
+/// A validated request, ready for the engine.
+pub struct Prepared {
+    kind: Kind,
+    model: String,
+    prompt_ids: Vec<u32>,
+    adapters: Vec<(Arc<Adapter>, f32)>,
+    routing: Routing,
+    sampling: SamplingParams,
+    max_tokens: usize,
+    stop: Vec<String>,
+    stream: bool,
+}
+
+pub fn validate(
+    state: &ServerState,
+    kind: Kind,
+    params: CommonParams,
+    prompt_ids: Vec<u32>,
+    routing_text: &str,
+) -> Result<Prepared, ApiError> {
+    let limits = &state.limits;
+    if prompt_ids.len() > limits.max_prompt_tokens {
+        return Err(ApiError::TooLarge(format!(
+            "the prompt has {} tokens; the limit is {}",
+            prompt_ids.len(),
+            limits.max_prompt_tokens
+        )));
+    }
+    let max_tokens = params
+        .max_completion_tokens
+        .or(params.max_tokens)
+        .unwrap_or(limits.default_max_tokens);
+    if max_tokens > limits.max_tokens {
+        return Err(ApiError::InvalidRequest(format!(
+            "max_tokens {max_tokens} is above the limit of {}",
+            limits.max_tokens
+        )));
+    }
+    let sampling = SamplingParams {
+        temperature: params.temperature.unwrap_or(0.7),
+        top_p: params.top_p.unwrap_or(1.0),
+        top_k: params.top_k.unwrap_or(0),
+        repetition_penalty: params.repetition_penalty.unwrap_or(1.0),
+        seed: params.seed.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        }),
+    };
+    sampling
+        .validate()
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let (choices, routing) = resolve_routing(state, &params.model, params.adapters, routing_text)?;
+    let cfg = state.base.model.config();
+    let mut adapters = Vec::with_capacity(choices.len());
+    for (id, weight) in choices {
+        let entry = state
+            .catalog
+            .get(&id)
+            .ok_or_else(|| ApiError::UnknownModel(id.clone()))?;
+        let adapter = state
+            .loaded
+            .get_or_load(&entry, cfg)
+            .map_err(|e| ApiError::Internal(format!("adapter {id}: {e}")))?;
+        adapters.push((adapter, weight));
+    }
+    for (id, _) in &routing
+        .weights
+        .iter()
+        .map(|w| (w.id.clone(), w.weight))
+        .collect::<Vec<_>>()
+    {
+        state.metrics.routed(id);
+    }
+    Ok(Prepared {
+        kind,
+        model: params.model,
+        prompt_ids,
+        adapters,
+        routing,
+        sampling,
+        max_tokens,
+        stop: params.stop.map(|s| s.into_vec()).unwrap_or_default(),
+        stream: params.stream,
+    })
+}
+
+/// `base`, an adapter id, an explicit weighted list, or `auto` (retrieval).
+fn resolve_routing(
+    state: &ServerState,
+    model: &str,
+    explicit: Option<Vec<super::openai::AdapterChoice>>,
+    text: &str,
+) -> Result<(Vec<(String, f32)>, Routing), ApiError> {
+    let weighted = |list: &[(String, f32)]| {
+        list.iter()
+            .map(|(id, w)| Weighted {
+                id: id.clone(),
+                weight: *w,
+            })
+            .collect()
+    };
+    if let Some(list) = explicit {
+        if list.is_empty() {
+            return Err(ApiError::InvalidRequest("`adapters` is empty".into()));
+        }
+        if list.iter().any(|a| !a.weight.is_finite()) {
+            return Err(ApiError::InvalidRequest(
+                "adapter weights must be finite numbers".into(),
+            ));
+        }
+        let list: Vec<(String, f32)> = list.into_iter().map(|a| (a.id, a.weight)).collect();
+        let routing = Routing {
+            mode: "mixture",
+            candidates: vec![],
+            weights: weighted(&list),
+        };
+        return Ok((list, routing));
+    }
+    match model {
+        "base" => Ok((
+            vec![],
+            Routing {
+                mode: "base",
+                candidates: vec![],
+                weights: vec![],
+            },
+        )),
+        "auto" | "" => {
+            let cands = state.catalog.route(text);
+            let list: Vec<(String, f32)> =
+                cands.iter().map(|c| (c.id.to_string(), c.prior)).collect();
+            let routing = Routing {
+                mode: if list.is_empty() { "base" } else { "auto" },
+                candidates: cands
+                    .iter()
+                    .map(|c| Scored {
+                        id: c.id.to_string(),
+                        score: c.similarity,
+                    })
+                    .collect(),
+                weights: weighted(&list),
+            };
+            Ok((list, routing))
+        }
+        id => {
+            if id == state.base_name {
+                return resolve_routing(state, "base", None, text);
+            }
+            let list = vec![(id.to_string(), 1.0)];
+            Ok((
+                list.clone(),
+                Routing {
+                    mode: "adapter",
+                    candidates: vec![],
+                    weights: weighted(&list),
+                },
+            ))
+        }
+    }
+}
+
+struct Run {
+    rx: UnboundedReceiver<EngineEvent>,
+    detok: TokenStream,
+    stop: Vec<String>,
+    text: String,
+    started: Instant,
+    first_token: Option<Instant>,
+}
+
+/// What one engine event means for the client.
+enum Step {
+    Text(String),
+    Done { reason: &'static str, usage: Usage },
+    Failed(String),
+}
+
+impl Run {
+    /// The next piece of visible output; stop strings end the run (the engine sees the
+    /// receiver dropped and frees the sequence).
+    async fn next(&mut self, state: &ServerState) -> Option<Step> {
+        loop {
+            match self.rx.recv().await? {
+                EngineEvent::Started => continue,
+                EngineEvent::Token(t) => {
+                    let now = Instant::now();
+                    match self.first_token {
+                        None => state.metrics.ttft(now - self.started),
+                        Some(prev) => state.metrics.inter_token(now - prev),
+                    }
+                    self.first_token = Some(now);
+                    state.metrics.tokens(1);
+                    let piece = match self.detok.push(t) {
+                        Ok(Some(p)) => p,
+                        Ok(None) => continue,
+                        Err(e) => return Some(Step::Failed(e.to_string())),
+                    };
+                    if let Some(cut) = self.stop_cut(&piece) {
+                        self.rx.close();
+                        return Some(Step::Text(cut));
+                    }
+                    self.text.push_str(&piece);
+                    return Some(Step::Text(piece));
+                }
+                EngineEvent::Finished {
+                    reason,
+                    prompt_tokens,
+                    completion_tokens,
+                } => {
+                    let reason = match reason {
+                        FinishReason::Stop => "stop",
+                        FinishReason::Length => "length",
+                    };
+                    return Some(Step::Done {
+                        reason,
+                        usage: Usage {
+                            prompt_tokens,
+                            completion_tokens,
+                            total_tokens: prompt_tokens + completion_tokens,
+                        },
+                    });
+                }
+                EngineEvent::Failed(why) => return Some(Step::Failed(why)),
+            }
+        }
+    }
+
+    /// If `piece` completes a stop string, the part of `piece` before it.
+    fn stop_cut(&self, piece: &str) -> Option<String> {
+        let joined = format!("{}{piece}", self.text);
+        self.stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| joined.find(s.as_str()))
+            .min()
+            .map(|at| joined[self.text.len().min(at)..at].to_string())
+    }
+}
+
+pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpResponse, ApiError> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop_ids = state.base.tokenizer.eos_ids();
+    let prompt_len = p.prompt_ids.len();
+    state
+        .engine
+        .submit(EngineRequest {
+            prompt_ids: p.prompt_ids,
+            adapters: p.adapters,
+            sampling: p.sampling,
+            max_tokens: p.max_tokens,
+            stop_ids,
+            events: tx,
+        })
+        .map_err(|e| match e {
+            SubmitError::QueueFull => ApiError::Overloaded,
+            SubmitError::Stopped => ApiError::Internal("engine stopped".into()),
+        })?;
+    let mut run = Run {
+        rx,
+        detok: state.base.tokenizer.stream(true),
+        stop: p.stop,
+        text: String::new(),
+        started: Instant::now(),
+        first_token: None,
+    };
+    let id = format!(
+        "{}-{:x}",
+        if p.kind == Kind::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        },
+        rand_id()
+    );
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if !p.stream {
+        let mut text = String::new();
+        let mut finish = (
+            "length",
+            Usage {
+                prompt_tokens: prompt_len,
+                completion_tokens: 0,
+                total_tokens: prompt_len,
+            },
+        );
+        while let Some(step) = run.next(&state).await {
+            match step {
+                Step::Text(t) => text.push_str(&t),
+                Step::Done { reason, usage } => {
+                    finish = (reason, usage);
+                    break;
+                }
+                Step::Failed(why) => return Err(ApiError::InvalidRequest(why)),
+            }
+        }
+        if run.rx.is_closed() && !run.stop.is_empty() {
+            finish.0 = "stop";
+        }
+        if let Ok(Some(rest)) = run.detok.finish() {
+            text.push_str(&rest);
+        }
+        let choice = match p.kind {
+            Kind::Chat => {
+                json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish.0})
+            }
+            Kind::Text => json!({"index": 0, "text": text, "finish_reason": finish.0}),
+        };
+        let object = if p.kind == Kind::Chat {
+            "chat.completion"
+        } else {
+            "text_completion"
+        };
+        return Ok(HttpResponse::Ok().json(json!({
+            "id": id, "object": object, "created": created, "model": p.model,
+            "choices": [choice], "usage": finish.1, "routing": p.routing,
+        })));
+    }
+    let kind = p.kind;
+    let model = p.model;
+    let routing = p.routing;
+    let first = chunk(kind, &id, created, &model, Some(""), None, Some(&routing));
+    let body = futures_util::stream::unfold(
+        (Some(first), Some(run), state, id, model),
+        move |(pending, run, state, id, model)| async move {
+            if let Some(bytes) = pending {
+                return Some((
+                    Ok::<Bytes, actix_web::Error>(bytes),
+                    (None, run, state, id, model),
+                ));
+            }
+            let mut run = run?;
+            let out = match run.next(&state).await {
+                Some(Step::Text(t)) => {
+                    let closed = run.rx.is_closed();
+                    let bytes = chunk(kind, &id, created, &model, Some(&t), None, None);
+                    if closed {
+                        let end = chunk(kind, &id, created, &model, None, Some("stop"), None);
+                        let mut all = bytes.to_vec();
+                        all.extend_from_slice(&end);
+                        all.extend_from_slice(b"data: [DONE]\n\n");
+                        return Some((Ok(Bytes::from(all)), (None, None, state, id, model)));
+                    }
+                    bytes
+                }
+                Some(Step::Done { reason, .. }) => {
+                    let mut all =
+                        chunk(kind, &id, created, &model, None, Some(reason), None).to_vec();
+                    all.extend_from_slice(b"data: [DONE]\n\n");
+                    return Some((Ok(Bytes::from(all)), (None, None, state, id, model)));
+                }
+                Some(Step::Failed(why)) => {
+                    let err = json!({"error": {"code": "generation_failed", "message": why}});
+                    return Some((
+                        Ok(Bytes::from(format!("data: {err}\n\n"))),
+                        (None, None, state, id, model),
+                    ));
+                }
+                None => return None,
+            };
+            Some((Ok(out), (None, Some(run), state, id, model)))
+        },
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(body))
+}
+
+fn chunk(
+    kind: Kind,
+    id: &str,
+    created: u64,
+    model: &str,
+    text: Option<&str>,
+    finish: Option<&str>,
+    routing: Option<&Routing>,
+) -> Bytes {
+    let choice = match kind {
+        Kind::Chat => {
+            let delta = match (text, routing) {
+                (Some(t), Some(_)) => json!({"role": "assistant", "content": t}),
+                (Some(t), None) => json!({"content": t}),
+                (None, _) => json!({}),
+            };
+            json!({"index": 0, "delta": delta, "finish_reason": finish})
+        }
+        Kind::Text => json!({"index": 0, "text": text.unwrap_or(""), "finish_reason": finish}),
+    };
+    let object = if kind == Kind::Chat {
+        "chat.completion.chunk"
+    } else {
+        "text_completion"
+    };
+    let mut v = json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice]});
+    if let Some(r) = routing {
+        v["routing"] = json!(r);
+    }
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+fn rand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ NEXT.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+}

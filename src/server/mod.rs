@@ -1,0 +1,161 @@
+//! The OpenAI-compatible HTTP server. [`configure`] builds the routes so tests run the app
+//! in-process; `loramux serve` only wires a model, an engine and a catalog into it.
+
+mod catalog;
+mod errors;
+mod generation;
+mod metrics;
+mod openai;
+
+pub use catalog::{AdapterCatalog, CatalogEntry, DirCatalog, LoadedAdapters, RoutedCandidate};
+pub use errors::ApiError;
+pub use metrics::ServerMetrics;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use generation::Kind;
+use loramux_runtime::engine::EngineHandle;
+use loramux_runtime::{BaseModel, ChatMessage};
+use openai::{ChatRequest, CompletionRequest};
+use serde_json::json;
+use std::sync::Arc;
+
+/// Request limits; past them the server answers 4xx before any work is queued.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_prompt_tokens: usize,
+    pub max_tokens: usize,
+    pub default_max_tokens: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_prompt_tokens: 4096,
+            max_tokens: 2048,
+            default_max_tokens: 256,
+        }
+    }
+}
+
+pub struct ServerState {
+    pub base: Arc<BaseModel>,
+    pub base_name: String,
+    pub engine: EngineHandle,
+    pub catalog: Arc<dyn AdapterCatalog>,
+    pub loaded: LoadedAdapters,
+    pub limits: Limits,
+    pub metrics: ServerMetrics,
+}
+
+/// Registers every route and the JSON limits on an actix app.
+pub fn configure(state: Arc<ServerState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        let limit = state.limits.max_body_bytes;
+        let json_cfg = web::JsonConfig::default()
+            .limit(limit)
+            .error_handler(|err, _req| {
+                let api = match &err {
+                    actix_web::error::JsonPayloadError::Overflow { .. }
+                    | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
+                        ApiError::TooLarge(err.to_string())
+                    }
+                    _ => ApiError::InvalidRequest(format!("invalid JSON body: {err}")),
+                };
+                api.into()
+            });
+        cfg.app_data(web::Data::from(state))
+            .app_data(json_cfg)
+            .route("/v1/chat/completions", web::post().to(chat))
+            .route("/v1/completions", web::post().to(completions))
+            .route("/v1/models", web::get().to(models))
+            .route("/health", web::get().to(health))
+            .route("/metrics", web::get().to(metrics_text));
+    }
+}
+
+fn record(
+    state: &ServerState,
+    endpoint: &'static str,
+    result: Result<HttpResponse, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let status = match &result {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => actix_web::ResponseError::status_code(e).as_u16(),
+    };
+    state.metrics.request(endpoint, status);
+    result
+}
+
+async fn chat(
+    state: web::Data<ServerState>,
+    body: web::Json<ChatRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let state = state.into_inner();
+    let result = async {
+        let ChatRequest { messages, params } = body.into_inner();
+        if messages.is_empty() {
+            return Err(ApiError::InvalidRequest("`messages` is empty".into()));
+        }
+        let messages: Vec<ChatMessage> = messages
+            .into_iter()
+            .map(|m| ChatMessage::new(m.role, m.content))
+            .collect();
+        // Retrieval looks at what the user asked last.
+        let routing_text = messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let ids = state.base.chat_ids(&messages)?;
+        let prepared = generation::validate(&state, Kind::Chat, params, ids, &routing_text)?;
+        generation::respond(state.clone(), prepared).await
+    }
+    .await;
+    record(&state, "chat_completions", result)
+}
+
+async fn completions(
+    state: web::Data<ServerState>,
+    body: web::Json<CompletionRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let state = state.into_inner();
+    let result = async {
+        let CompletionRequest { prompt, params } = body.into_inner();
+        let ids = state.base.raw_ids(&prompt)?;
+        if ids.is_empty() {
+            return Err(ApiError::InvalidRequest("`prompt` is empty".into()));
+        }
+        let prepared = generation::validate(&state, Kind::Text, params, ids, &prompt)?;
+        generation::respond(state.clone(), prepared).await
+    }
+    .await;
+    record(&state, "completions", result)
+}
+
+async fn models(state: web::Data<ServerState>) -> HttpResponse {
+    let mut data = vec![
+        json!({"id": "auto", "object": "model", "owned_by": "loramux"}),
+        json!({"id": state.base_name, "object": "model", "owned_by": "loramux", "kind": "base"}),
+    ];
+    for e in state.catalog.list() {
+        data.push(json!({"id": e.id.as_str(), "object": "model", "owned_by": "loramux", "kind": "adapter", "description": e.description}));
+    }
+    state.metrics.request("models", 200);
+    HttpResponse::Ok().json(json!({"object": "list", "data": data}))
+}
+
+async fn health(state: web::Data<ServerState>) -> HttpResponse {
+    let m = state.engine.metrics().snapshot();
+    HttpResponse::Ok()
+        .json(json!({"status": "ok", "running": m.running, "queue_depth": m.queue_depth}))
+}
+
+async fn metrics_text(state: web::Data<ServerState>, _req: HttpRequest) -> HttpResponse {
+    let body = state.metrics.render(&state.engine.metrics().snapshot());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body)
+}

@@ -1,0 +1,101 @@
+//! OpenAI-compatible request and response bodies, plus loramux's extensions (`adapters` in
+//! requests, `routing` in responses).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize)]
+pub struct ChatMessageIn {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AdapterChoice {
+    pub id: String,
+    #[serde(default = "one")]
+    pub weight: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s],
+            Stop::Many(v) => v,
+        }
+    }
+}
+
+/// Fields shared by chat and text completions.
+#[derive(Debug, Deserialize)]
+pub struct CommonParams {
+    #[serde(default = "auto")]
+    pub model: String,
+    pub max_tokens: Option<usize>,
+    pub max_completion_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub seed: Option<u64>,
+    pub stop: Option<Stop>,
+    #[serde(default)]
+    pub stream: bool,
+    pub adapters: Option<Vec<AdapterChoice>>,
+    /// Extensions: top-k and repetition penalty.
+    pub top_k: Option<usize>,
+    pub repetition_penalty: Option<f32>,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub messages: Vec<ChatMessageIn>,
+    #[serde(flatten)]
+    pub params: CommonParams,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub prompt: String,
+    #[serde(flatten)]
+    pub params: CommonParams,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Routing {
+    /// `base`, `adapter`, `mixture` or `auto`.
+    pub mode: &'static str,
+    pub candidates: Vec<Scored>,
+    pub weights: Vec<Weighted>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Scored {
+    pub id: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Weighted {
+    pub id: String,
+    pub weight: f32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}

@@ -1,0 +1,199 @@
+//! End-to-end tests of the `loramux` binary: `generate --json` single and batched against the
+//! transformers + PEFT fixtures, and clear errors for bad input. Needs the default model
+//! (`loramux models fetch`; CI fetches it first).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures")
+}
+
+fn reference() -> Value {
+    let text =
+        std::fs::read_to_string(fixtures().join("reference.json")).expect("fixtures in the repo");
+    serde_json::from_str(&text).expect("valid json")
+}
+
+fn case<'a>(reference: &'a Value, name: &str) -> &'a Value {
+    reference["cases"]
+        .as_array()
+        .and_then(|cases| cases.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("fixture case {name}"))
+}
+
+fn loramux(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loramux"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id"))
+        .collect()
+}
+
+fn adapter_flags(case: &Value) -> Vec<String> {
+    case["adapters"]
+        .as_array()
+        .expect("adapters")
+        .iter()
+        .flat_map(|a| {
+            let path = fixtures().join(a["path"].as_str().expect("path"));
+            [
+                "--adapter".to_string(),
+                format!("{}={}", path.display(), a["weight"]),
+            ]
+        })
+        .collect()
+}
+
+/// Same tolerances as the runtime's reference tests: identical ids, logits within 1e-3.
+fn assert_matches(out: &Value, case: &Value) {
+    let name = &case["name"];
+    assert_eq!(
+        ids(&out["prompt_ids"]),
+        ids(&case["prompt_ids"]),
+        "{name}: prompt ids"
+    );
+    assert_eq!(
+        ids(&out["output_ids"]),
+        ids(&case["greedy_ids"]),
+        "{name}: greedy ids"
+    );
+    let ours = out["top_logits"].as_array().expect("top_logits");
+    let theirs = case["top_logits"].as_array().expect("top_logits");
+    assert_eq!(ours.len(), 10);
+    for (a, b) in ours.iter().zip(theirs) {
+        assert_eq!(a[0], b[0], "{name}: top-10 ids");
+        let (x, y) = (a[1].as_f64().expect("logit"), b[1].as_f64().expect("logit"));
+        assert!((x - y).abs() <= 1e-3, "{name}: logit {x} vs {y}");
+    }
+    assert!(out["text"].is_string());
+}
+
+#[test]
+fn generate_json_with_a_weighted_adapter_mix_matches_the_reference() {
+    let reference = reference();
+    let c = case(&reference, "mix_r8_r2");
+    let mut args = vec![
+        "generate",
+        "--dtype",
+        "f32",
+        "--raw",
+        "--greedy",
+        "--ignore-eos",
+        "--max-tokens",
+        "16",
+        "--json",
+    ];
+    let prompt = c["prompt"].as_str().expect("prompt").to_string();
+    args.extend(["--prompt", &prompt]);
+    let flags = adapter_flags(c);
+    args.extend(flags.iter().map(String::as_str));
+    let out = loramux(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_matches(&line, c);
+}
+
+#[test]
+fn generate_batch_runs_a_mixed_batch_in_order() {
+    let reference = reference();
+    let names: Vec<String> = reference["batches"][0]["cases"]
+        .as_array()
+        .expect("batch")
+        .iter()
+        .map(|n| n.as_str().expect("name").to_string())
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("batch.jsonl");
+    let mut lines = String::new();
+    for n in &names {
+        let c = case(&reference, n);
+        assert_eq!(c["chat"], false, "the batch file feeds raw prompts");
+        let adapters: Vec<Value> = c["adapters"]
+            .as_array()
+            .expect("adapters")
+            .iter()
+            .map(|a| serde_json::json!({"path": fixtures().join(a["path"].as_str().expect("path")), "weight": a["weight"]}))
+            .collect();
+        lines.push_str(
+            &serde_json::json!({"prompt": c["prompt"], "adapters": adapters}).to_string(),
+        );
+        lines.push('\n');
+    }
+    std::fs::write(&file, lines).expect("write batch");
+    let out = loramux(&[
+        "generate",
+        "--dtype",
+        "f32",
+        "--raw",
+        "--greedy",
+        "--ignore-eos",
+        "--max-tokens",
+        "16",
+        "--json",
+        "--batch",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let rows: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(rows.len(), names.len());
+    for (row, n) in rows.iter().zip(&names) {
+        assert_matches(row, case(&reference, n));
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let missing = loramux(&[
+        "generate",
+        "--prompt",
+        "hi",
+        "--adapter",
+        "/nonexistent/adapter",
+        "--max-tokens",
+        "1",
+    ]);
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("/nonexistent/adapter"),
+        "names the folder: {err}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("broken.jsonl");
+    std::fs::write(&file, "{\"prompt\": \"ok\"}\n{\"prompt\": \n").expect("write");
+    let broken = loramux(&[
+        "generate",
+        "--batch",
+        file.to_str().expect("path"),
+        "--json",
+    ]);
+    assert!(!broken.status.success());
+    let err = String::from_utf8_lossy(&broken.stderr);
+    assert!(err.contains("broken.jsonl:2"), "names the line: {err}");
+
+    let bad_weight = loramux(&["generate", "--prompt", "hi", "--adapter", "x=inf"]);
+    assert!(!bad_weight.status.success());
+    assert!(String::from_utf8_lossy(&bad_weight.stderr).contains("finite"));
+}

@@ -1,0 +1,5 @@
+//! The root crate's one integration-test binary: the `loramux` CLI end to end, and the HTTP
+//! server in-process. Needs the default model (`loramux models fetch`; CI fetches it first).
+
+mod cli;
+mod server;

@@ -1,0 +1,326 @@
+//! Every endpoint and error of the HTTP API, in-process (actix test service) over the real
+//! default model, the real engine and the PEFT fixture adapters.
+
+use actix_web::{test, App};
+use loramux::server::{configure, DirCatalog, Limits, LoadedAdapters, ServerMetrics, ServerState};
+use loramux_runtime::engine::{self, EngineConfig};
+use loramux_runtime::generate::{generate_batch, GenerationRequest};
+use loramux_runtime::{
+    AdapterBank, BankConfig, BaseModel, FixedGate, NoAdapters, SamplingParams, WeightDtype,
+};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+fn base() -> Arc<BaseModel> {
+    static BASE: OnceLock<Arc<BaseModel>> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let path = loramux_runtime::fetch::default_model_path().expect("default model fetched");
+        Arc::new(BaseModel::load(&path, WeightDtype::Native).expect("loads"))
+    })
+    .clone()
+}
+
+fn state(queue: usize) -> Arc<ServerState> {
+    let base = base();
+    let bank = AdapterBank::new(
+        base.model.config(),
+        BankConfig {
+            slots: 4,
+            r_max: 16,
+        },
+    )
+    .expect("bank");
+    let engine = engine::spawn(
+        base.clone(),
+        bank,
+        EngineConfig {
+            queue_capacity: queue,
+            ..EngineConfig::default()
+        },
+    );
+    let adapters = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/adapters");
+    Arc::new(ServerState {
+        base,
+        base_name: "smollm2".into(),
+        engine,
+        catalog: Arc::new(DirCatalog::new(adapters)),
+        loaded: LoadedAdapters::default(),
+        limits: Limits {
+            max_body_bytes: 64 * 1024,
+            max_prompt_tokens: 512,
+            max_tokens: 128,
+            default_max_tokens: 16,
+        },
+        metrics: ServerMetrics::default(),
+    })
+}
+
+/// Greedy reference for a one-message chat, straight from the runtime.
+fn reference_text(base: &BaseModel, user: &str, max_tokens: usize) -> String {
+    let ids = base.chat_prompt_ids(user).expect("prompt");
+    let out = generate_batch(
+        &base.model,
+        &NoAdapters,
+        &FixedGate,
+        &[GenerationRequest {
+            prompt_ids: ids,
+            candidates: vec![],
+            sampling: SamplingParams::default(),
+            max_tokens,
+            stop_ids: base.tokenizer.eos_ids(),
+        }],
+        &mut |_, _| {},
+    )
+    .expect("generation");
+    let mut ids = out[0].output_ids.clone();
+    if ids
+        .last()
+        .is_some_and(|t| base.tokenizer.eos_ids().contains(t))
+    {
+        ids.pop();
+    }
+    base.tokenizer.decode(&ids, true).expect("decode")
+}
+
+#[actix_web::test]
+async fn chat_completion_streamed_and_not_match_the_runtime() {
+    let state = state(64);
+    let app = test::init_service(App::new().configure(configure(state.clone()))).await;
+    let ask = "What is the capital of France?";
+    let body = json!({"model": "base", "messages": [{"role": "user", "content": ask}], "temperature": 0, "max_tokens": 20});
+    let resp: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .set_json(&body)
+            .to_request(),
+    )
+    .await;
+    let expected = reference_text(&state.base, ask, 20);
+    assert_eq!(resp["choices"][0]["message"]["content"], expected.as_str());
+    assert_eq!(resp["object"], "chat.completion");
+    assert_eq!(resp["routing"]["mode"], "base");
+    let usage = &resp["usage"];
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(
+            usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+        )
+    );
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let raw = test::call_and_read_body(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .set_json(&streamed)
+            .to_request(),
+    )
+    .await;
+    let text = String::from_utf8(raw.to_vec()).expect("utf-8 SSE");
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| {
+            serde_json::from_str(e.strip_prefix("data: ").expect("data line")).expect("chunk json")
+        })
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(chunks[0]["routing"]["mode"], "base");
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, expected);
+    assert!(chunks.last().unwrap()["choices"][0]["finish_reason"].is_string());
+}
+
+#[actix_web::test]
+async fn adapters_by_id_mixtures_models_and_text_completions() {
+    let state = state(64);
+    let app = test::init_service(App::new().configure(configure(state.clone()))).await;
+    let models: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get().uri("/v1/models").to_request(),
+    )
+    .await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    for id in ["auto", "smollm2", "r8-qv", "r2-all7"] {
+        assert!(ids.contains(&id), "{id} in {ids:?}");
+    }
+    let prompt = "The capital of France is";
+    let one: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/completions")
+            .set_json(
+                json!({"model": "r2-all7", "prompt": prompt, "temperature": 0, "max_tokens": 8}),
+            )
+            .to_request(),
+    )
+    .await;
+    assert_eq!(one["routing"]["mode"], "adapter");
+    assert_eq!(one["routing"]["weights"][0]["id"], "r2-all7");
+    let base: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/completions")
+            .set_json(json!({"model": "base", "prompt": prompt, "temperature": 0, "max_tokens": 8}))
+            .to_request(),
+    )
+    .await;
+    assert_ne!(
+        one["choices"][0]["text"], base["choices"][0]["text"],
+        "the adapter must change the greedy text"
+    );
+    let mix: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/completions")
+            .set_json(json!({"prompt": prompt, "temperature": 0, "max_tokens": 8, "adapters": [{"id": "r8-qv", "weight": 0.7}, {"id": "r2-all7", "weight": 0.5}]}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(mix["routing"]["mode"], "mixture");
+    assert_eq!(mix["routing"]["weights"].as_array().unwrap().len(), 2);
+    // `auto` with a catalog that has no index falls back to the base model and says so.
+    let auto: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/completions")
+            .set_json(json!({"model": "auto", "prompt": prompt, "temperature": 0, "max_tokens": 8}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(auto["routing"]["mode"], "base");
+    assert_eq!(auto["choices"][0]["text"], base["choices"][0]["text"]);
+    // Stop strings cut the text and finish with "stop".
+    let full = base["choices"][0]["text"].as_str().unwrap().to_string();
+    let word: String = full.trim().chars().skip(1).take(3).collect();
+    let stopped: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::post().uri("/v1/completions").set_json(json!({"model": "base", "prompt": prompt, "temperature": 0, "max_tokens": 8, "stop": word})).to_request(),
+    )
+    .await;
+    let cut = stopped["choices"][0]["text"].as_str().unwrap();
+    assert!(
+        !cut.contains(&word) && full.starts_with(cut),
+        "{cut:?} vs {full:?} stop {word:?}"
+    );
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+
+    let health: Value =
+        test::call_and_read_body_json(&app, test::TestRequest::get().uri("/health").to_request())
+            .await;
+    assert_eq!(health["status"], "ok");
+    let metrics = String::from_utf8(
+        test::call_and_read_body(&app, test::TestRequest::get().uri("/metrics").to_request())
+            .await
+            .to_vec(),
+    )
+    .unwrap();
+    for needle in [
+        "loramux_requests_total{endpoint=\"completions\",status=\"200\"}",
+        "loramux_routing_decisions_total{adapter=\"r8-qv\"}",
+        "loramux_adapter_cache_loads_total",
+        "loramux_time_to_first_token_seconds_count",
+        "loramux_generated_tokens_total",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics");
+    }
+}
+
+#[actix_web::test]
+async fn bad_requests_get_stable_json_errors() {
+    let state = state(64);
+    let app = test::init_service(App::new().configure(configure(state.clone()))).await;
+    let post = |body: Value| {
+        test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .set_json(body)
+    };
+    let cases: Vec<(test::TestRequest, u16, &str)> = vec![
+        (
+            post(json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]})),
+            404,
+            "model_not_found",
+        ),
+        (post(json!({"messages": []})), 400, "invalid_request"),
+        (
+            post(json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000})),
+            400,
+            "invalid_request",
+        ),
+        (
+            post(json!({"messages": [{"role": "user", "content": "hi"}], "temperature": -1})),
+            400,
+            "invalid_request",
+        ),
+        (
+            post(json!({"messages": [{"role": "user", "content": "hi"}], "adapters": []})),
+            400,
+            "invalid_request",
+        ),
+        (
+            post(json!({"messages": [{"role": "user", "content": "word ".repeat(600)}]})),
+            413,
+            "request_too_large",
+        ),
+        (
+            test::TestRequest::post()
+                .uri("/v1/chat/completions")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{\"messages\": ["),
+            400,
+            "invalid_request",
+        ),
+        (
+            test::TestRequest::post()
+                .uri("/v1/chat/completions")
+                .insert_header(("content-type", "application/json"))
+                .set_payload(format!(
+                    "{{\"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}",
+                    "x".repeat(70_000)
+                )),
+            413,
+            "request_too_large",
+        ),
+    ];
+    for (i, (req, status, code)) in cases.into_iter().enumerate() {
+        let resp = test::call_service(&app, req.to_request()).await;
+        assert_eq!(resp.status().as_u16(), status, "case {i}");
+        let body: Value = test::read_body_json(resp).await;
+        assert_eq!(body["error"]["code"], code, "case {i}: {body}");
+    }
+}
+
+#[actix_web::test]
+async fn a_full_queue_answers_429() {
+    let state = state(1);
+    let app = test::init_service(App::new().configure(configure(state.clone()))).await;
+    let body = json!({"model": "base", "prompt": "Tell me a long story about", "temperature": 0, "max_tokens": 64, "stream": true});
+    let mut statuses = Vec::new();
+    let mut keep = Vec::new();
+    for _ in 0..12 {
+        let resp = test::call_service(
+            &app,
+            test::TestRequest::post()
+                .uri("/v1/completions")
+                .set_json(&body)
+                .to_request(),
+        )
+        .await;
+        statuses.push(resp.status().as_u16());
+        keep.push(resp);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+}
