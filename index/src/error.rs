@@ -23,7 +23,11 @@ pub enum IndexError {
         source: rusqlite::Error,
     },
     #[error("registry database {path}: schema version {found} is newer than this build understands ({supported})")]
-    SchemaTooNew { path: PathBuf, found: i64, supported: i64 },
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
     #[error("registry {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("adapter {id} is already registered (replace it explicitly to overwrite)")]

@@ -31,13 +31,21 @@ impl AdapterKey {
             return bad("the name is empty".into());
         };
         if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-            return bad(format!("it starts with {first:?}; the first character must be a-z or 0-9"));
+            return bad(format!(
+                "it starts with {first:?}; the first character must be a-z or 0-9"
+            ));
         }
         if let Some((at, c)) = name.chars().enumerate().find(|&(_, c)| !is_allowed(c)) {
-            return bad(format!("character {c:?} at position {at} is not allowed (use a-z, 0-9, '.', '_', '-')"));
+            return bad(format!(
+                "character {c:?} at position {at} is not allowed (use a-z, 0-9, '.', '_', '-')"
+            ));
         }
         if name.len() > Self::MAX_LEN {
-            return bad(format!("it is {} characters long; at most {} are allowed", name.len(), Self::MAX_LEN));
+            return bad(format!(
+                "it is {} characters long; at most {} are allowed",
+                name.len(),
+                Self::MAX_LEN
+            ));
         }
         Ok(Self(name.to_string()))
     }

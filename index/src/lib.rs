@@ -17,7 +17,7 @@ pub use embed::{BertEmbedder, BertEmbedderConfig, Embedder};
 pub use error::{IndexError, Result};
 pub use key::AdapterKey;
 pub use registry::{
-    AcceptAll, AdapterRecord, AdapterValidator, ConfigSummary, FileRecord, IndexState, NewAdapter, OpenReport, Registry,
-    RegistryConfig, ValidationError,
+    AcceptAll, AdapterRecord, AdapterValidator, ConfigSummary, FileRecord, IndexState, NewAdapter,
+    OpenReport, Registry, RegistryConfig, ValidationError,
 };
 pub use vectors::{AdapterVectors, GraphParams, Hit, TextKind, VectorIndex};

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use loramux_index::registry::files::ADAPTER_FILES;
 use loramux_index::{
-    AcceptAll, AdapterKey, AdapterValidator, BertEmbedder, BertEmbedderConfig, ConfigSummary, Embedder, IndexError,
-    IndexState, NewAdapter, Registry, RegistryConfig, ValidationError,
+    AcceptAll, AdapterKey, AdapterValidator, BertEmbedder, BertEmbedderConfig, ConfigSummary,
+    Embedder, IndexError, IndexState, NewAdapter, Registry, RegistryConfig, ValidationError,
 };
 
 /// A deterministic bag-of-words embedder: fast, needs no model files, and similar texts
@@ -28,8 +28,14 @@ impl Embedder for WordsEmbedder {
             .iter()
             .map(|t| {
                 let mut v = vec![0f32; 64];
-                for w in t.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
-                    let h = w.bytes().fold(1469598103934665603u64, |h, b| (h ^ b as u64).wrapping_mul(1099511628211));
+                for w in t
+                    .to_lowercase()
+                    .split(|c: char| !c.is_alphanumeric())
+                    .filter(|w| !w.is_empty())
+                {
+                    let h = w.bytes().fold(1469598103934665603u64, |h, b| {
+                        (h ^ b as u64).wrapping_mul(1099511628211)
+                    });
                     v[(h % 64) as usize] += 1.0;
                 }
                 loramux_index::embed::l2_normalize(&mut v);
@@ -62,7 +68,11 @@ impl Fixture {
         let root = tmp.path().join("registry");
         let sources = tmp.path().join("sources");
         std::fs::create_dir_all(&sources).unwrap();
-        Self { _tmp: tmp, root, sources }
+        Self {
+            _tmp: tmp,
+            root,
+            sources,
+        }
     }
 
     /// A fake PEFT folder (the AcceptAll validator does not read it).
@@ -86,7 +96,13 @@ impl Fixture {
         Registry::open(&self.root, self.config(), Arc::new(WordsEmbedder)).unwrap()
     }
 
-    fn request(&self, id: &str, source: PathBuf, description: &str, examples: &[&str]) -> NewAdapter {
+    fn request(
+        &self,
+        id: &str,
+        source: PathBuf,
+        description: &str,
+        examples: &[&str],
+    ) -> NewAdapter {
         NewAdapter {
             id: AdapterKey::new(id).unwrap(),
             source,
@@ -100,7 +116,11 @@ impl Fixture {
     /// Folder names under `adapters/`.
     fn folders(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.root.join("adapters"))
-            .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         names
@@ -116,10 +136,18 @@ fn assert_consistent(reg: &Registry) {
     let records = reg.list().unwrap();
     assert_eq!(records.len(), reg.index().len());
     for r in &records {
-        assert!(reg.index().contains(&r.id), "{} missing from the index", r.id);
+        assert!(
+            reg.index().contains(&r.id),
+            "{} missing from the index",
+            r.id
+        );
         reg.verify(&r.id).unwrap();
     }
-    let mut folders: Vec<String> = std::fs::read_dir(reg.adapters_dir()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut folders: Vec<String> = std::fs::read_dir(reg.adapters_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     folders.sort();
     let mut expected: Vec<String> = records.iter().map(|r| r.folder.clone()).collect();
     expected.sort();
@@ -131,12 +159,27 @@ fn registration_round_trip_survives_reopen() {
     let fx = Fixture::new();
     let src = fx.adapter("sql", "w1");
     let fresh = fx.open();
-    assert!(matches!(fresh.open_report().index, IndexState::Rebuilt { .. }));
+    assert!(matches!(
+        fresh.open_report().index,
+        IndexState::Rebuilt { .. }
+    ));
     drop(fresh);
     let mut reg = fx.open();
-    assert_eq!(reg.open_report().index, IndexState::Loaded, "an empty index is saved too");
+    assert_eq!(
+        reg.open_report().index,
+        IndexState::Loaded,
+        "an empty index is saved too"
+    );
     let rec = reg
-        .register(fx.request("sql", src, "writes SQL queries", &["select customers by region", "join orders with customers"]), &AcceptAll(summary()))
+        .register(
+            fx.request(
+                "sql",
+                src,
+                "writes SQL queries",
+                &["select customers by region", "join orders with customers"],
+            ),
+            &AcceptAll(summary()),
+        )
         .unwrap();
     assert_eq!(rec.id, key("sql"));
     assert_eq!(rec.examples.len(), 2);
@@ -145,10 +188,25 @@ fn registration_round_trip_survives_reopen() {
     assert_eq!(rec.files.len(), 2);
     assert!(rec.files.iter().all(|f| f.sha256.len() == 64));
     assert!(rec.folder.starts_with("sql@"));
-    assert!(reg.adapter_dir(&rec).join("adapter_model.safetensors").is_file());
+    assert!(reg
+        .adapter_dir(&rec)
+        .join("adapter_model.safetensors")
+        .is_file());
     let src2 = fx.adapter("poem", "w2");
-    reg.register(fx.request("poem", src2, "writes poems", &["a haiku about autumn rain"]), &AcceptAll(summary())).unwrap();
-    let hits = reg.index().search(&WordsEmbedder.embed_one("join orders with customers").unwrap(), 3).unwrap();
+    reg.register(
+        fx.request("poem", src2, "writes poems", &["a haiku about autumn rain"]),
+        &AcceptAll(summary()),
+    )
+    .unwrap();
+    let hits = reg
+        .index()
+        .search(
+            &WordsEmbedder
+                .embed_one("join orders with customers")
+                .unwrap(),
+            3,
+        )
+        .unwrap();
     assert_eq!(hits[0].key, key("sql"));
     assert_consistent(&reg);
     let generation = reg.generation();
@@ -159,7 +217,10 @@ fn registration_round_trip_survives_reopen() {
     assert!(reg.open_report().swept.is_empty());
     assert_eq!(reg.generation(), generation);
     assert_eq!(reg.get(&key("sql")).unwrap(), rec);
-    let hits = reg.index().search(&WordsEmbedder.embed_one("haiku autumn").unwrap(), 1).unwrap();
+    let hits = reg
+        .index()
+        .search(&WordsEmbedder.embed_one("haiku autumn").unwrap(), 1)
+        .unwrap();
     assert_eq!(hits[0].key, key("poem"));
     assert_consistent(&reg);
 }
@@ -169,9 +230,19 @@ fn replace_remove_and_checksums() {
     let fx = Fixture::new();
     let mut reg = fx.open();
     let src = fx.adapter("a", "v1");
-    let v1 = reg.register(fx.request("a", src.clone(), "first", &["alpha"]), &AcceptAll(summary())).unwrap();
+    let v1 = reg
+        .register(
+            fx.request("a", src.clone(), "first", &["alpha"]),
+            &AcceptAll(summary()),
+        )
+        .unwrap();
 
-    let err = reg.register(fx.request("a", src.clone(), "second", &["beta"]), &AcceptAll(summary())).unwrap_err();
+    let err = reg
+        .register(
+            fx.request("a", src.clone(), "second", &["beta"]),
+            &AcceptAll(summary()),
+        )
+        .unwrap_err();
     assert!(matches!(err, IndexError::Duplicate { .. }), "{err}");
 
     let src = fx.adapter("a", "v2");
@@ -182,17 +253,32 @@ fn replace_remove_and_checksums() {
     assert_ne!(v1.files, v2.files);
     assert_eq!(v1.created_at_ms, v2.created_at_ms);
     assert!(v2.revision > v1.revision);
-    let hits = reg.index().search(&WordsEmbedder.embed_one("alpha").unwrap(), 5).unwrap();
-    assert!(hits.iter().all(|h| h.similarity < 0.5), "old vectors still found: {hits:?}");
+    let hits = reg
+        .index()
+        .search(&WordsEmbedder.embed_one("alpha").unwrap(), 5)
+        .unwrap();
+    assert!(
+        hits.iter().all(|h| h.similarity < 0.5),
+        "old vectors still found: {hits:?}"
+    );
     assert_consistent(&reg);
 
     // A file changed behind the registry's back is caught.
     std::fs::write(reg.adapter_dir(&v2).join("adapter_config.json"), "tampered").unwrap();
-    assert!(matches!(reg.verify(&key("a")), Err(IndexError::Checksum { .. })));
+    assert!(matches!(
+        reg.verify(&key("a")),
+        Err(IndexError::Checksum { .. })
+    ));
 
     reg.remove(&key("a")).unwrap();
-    assert!(matches!(reg.remove(&key("a")), Err(IndexError::NotFound { .. })));
-    assert!(matches!(reg.get(&key("a")), Err(IndexError::NotFound { .. })));
+    assert!(matches!(
+        reg.remove(&key("a")),
+        Err(IndexError::NotFound { .. })
+    ));
+    assert!(matches!(
+        reg.get(&key("a")),
+        Err(IndexError::NotFound { .. })
+    ));
     assert!(reg.index().is_empty());
     assert!(fx.folders().is_empty(), "{:?}", fx.folders());
 }
@@ -201,8 +287,13 @@ struct Refuse;
 
 impl AdapterValidator for Refuse {
     fn validate(&self, _: &AdapterKey, dir: &Path) -> Result<ConfigSummary, ValidationError> {
-        assert!(dir.join("adapter_model.safetensors").is_file(), "the validator sees the staged copy");
-        Err(ValidationError { reason: "tensor lora_A has rank 3, expected 8".into() })
+        assert!(
+            dir.join("adapter_model.safetensors").is_file(),
+            "the validator sees the staged copy"
+        );
+        Err(ValidationError {
+            reason: "tensor lora_A has rank 3, expected 8".into(),
+        })
     }
 }
 
@@ -211,7 +302,11 @@ fn every_rejection_leaves_no_trace() {
     let fx = Fixture::new();
     let mut reg = fx.open();
     let good = fx.adapter("good", "x");
-    reg.register(fx.request("taken", good.clone(), "already here", &[]), &AcceptAll(summary())).unwrap();
+    reg.register(
+        fx.request("taken", good.clone(), "already here", &[]),
+        &AcceptAll(summary()),
+    )
+    .unwrap();
     let before = (reg.list().unwrap(), reg.generation(), fx.folders());
 
     let outside = tempfile::tempdir().unwrap();
@@ -226,29 +321,95 @@ fn every_rejection_leaves_no_trace() {
     let sneaky = fx.sources.join("sneaky");
     std::fs::create_dir_all(&sneaky).unwrap();
     std::fs::write(sneaky.join("adapter_config.json"), "{}").unwrap();
-    std::os::unix::fs::symlink(outside.path().join("adapter_model.safetensors"), sneaky.join("adapter_model.safetensors")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("adapter_model.safetensors"),
+        sneaky.join("adapter_model.safetensors"),
+    )
+    .unwrap();
 
-    type Case<'a> = (&'a str, NewAdapter, &'a dyn AdapterValidator, fn(&IndexError) -> bool);
+    type Case<'a> = (
+        &'a str,
+        NewAdapter,
+        &'a dyn AdapterValidator,
+        fn(&IndexError) -> bool,
+    );
     let accept = AcceptAll(summary());
     let cases: Vec<Case> = vec![
-        ("outside the roots", fx.request("o", outside.path().to_path_buf(), "d", &[]), &accept, |e| matches!(e, IndexError::OutsideRoots { .. })),
-        ("`..` escape", fx.request("o", fx.sources.join("..").join(".."), "d", &[]), &accept, |e| matches!(e, IndexError::OutsideRoots { .. })),
-        ("symlinked file outside", fx.request("o", sneaky, "d", &[]), &accept, |e| matches!(e, IndexError::OutsideRoots { .. })),
-        ("no such folder", fx.request("o", fx.sources.join("nope"), "d", &[]), &accept, |e| matches!(e, IndexError::BadSource { .. })),
-        ("no files", fx.request("o", missing, "d", &[]), &accept, |e| matches!(e, IndexError::BadSource { .. })),
-        ("weights missing", fx.request("o", partial, "d", &[]), &accept, |e| matches!(e, IndexError::BadSource { .. })),
-        ("duplicate id", fx.request("taken", good.clone(), "d", &[]), &accept, |e| matches!(e, IndexError::Duplicate { .. })),
-        ("validator refuses", fx.request("o", good.clone(), "d", &[]), &Refuse, |e| matches!(e, IndexError::Invalid { .. }) && e.to_string().contains("rank 3")),
-        ("empty description", fx.request("o", good.clone(), " ", &[]), &accept, |e| matches!(e, IndexError::BadMetadata { .. })),
-        ("empty example", fx.request("o", good.clone(), "d", &["ok", ""]), &accept, |e| matches!(e, IndexError::BadMetadata { .. })),
+        (
+            "outside the roots",
+            fx.request("o", outside.path().to_path_buf(), "d", &[]),
+            &accept,
+            |e| matches!(e, IndexError::OutsideRoots { .. }),
+        ),
+        (
+            "`..` escape",
+            fx.request("o", fx.sources.join("..").join(".."), "d", &[]),
+            &accept,
+            |e| matches!(e, IndexError::OutsideRoots { .. }),
+        ),
+        (
+            "symlinked file outside",
+            fx.request("o", sneaky, "d", &[]),
+            &accept,
+            |e| matches!(e, IndexError::OutsideRoots { .. }),
+        ),
+        (
+            "no such folder",
+            fx.request("o", fx.sources.join("nope"), "d", &[]),
+            &accept,
+            |e| matches!(e, IndexError::BadSource { .. }),
+        ),
+        (
+            "no files",
+            fx.request("o", missing, "d", &[]),
+            &accept,
+            |e| matches!(e, IndexError::BadSource { .. }),
+        ),
+        (
+            "weights missing",
+            fx.request("o", partial, "d", &[]),
+            &accept,
+            |e| matches!(e, IndexError::BadSource { .. }),
+        ),
+        (
+            "duplicate id",
+            fx.request("taken", good.clone(), "d", &[]),
+            &accept,
+            |e| matches!(e, IndexError::Duplicate { .. }),
+        ),
+        (
+            "validator refuses",
+            fx.request("o", good.clone(), "d", &[]),
+            &Refuse,
+            |e| matches!(e, IndexError::Invalid { .. }) && e.to_string().contains("rank 3"),
+        ),
+        (
+            "empty description",
+            fx.request("o", good.clone(), " ", &[]),
+            &accept,
+            |e| matches!(e, IndexError::BadMetadata { .. }),
+        ),
+        (
+            "empty example",
+            fx.request("o", good.clone(), "d", &["ok", ""]),
+            &accept,
+            |e| matches!(e, IndexError::BadMetadata { .. }),
+        ),
     ];
     for (name, request, validator, expected) in cases {
         let err = reg.register(request, validator).unwrap_err();
         assert!(expected(&err), "{name}: unexpected {err}");
-        assert_eq!((reg.list().unwrap(), reg.generation(), fx.folders()), before, "{name} left a trace");
+        assert_eq!(
+            (reg.list().unwrap(), reg.generation(), fx.folders()),
+            before,
+            "{name} left a trace"
+        );
     }
     for bad in ["", "UPPER", "../x", "a/b", "base id", &"x".repeat(65)] {
-        assert!(matches!(AdapterKey::new(bad), Err(IndexError::InvalidKey { .. })), "{bad:?}");
+        assert!(
+            matches!(AdapterKey::new(bad), Err(IndexError::InvalidKey { .. })),
+            "{bad:?}"
+        );
     }
     assert_consistent(&reg);
 }
@@ -260,7 +421,16 @@ fn reopen_repairs_interrupted_states() {
     // Five adapters, so dropping one stays under the compaction threshold (patch, not rebuild).
     for name in ["a", "b", "c", "d", "e"] {
         let src = fx.adapter(name, name);
-        reg.register(fx.request(name, src, &format!("adapter {name}"), &[&format!("example {name}")]), &AcceptAll(summary())).unwrap();
+        reg.register(
+            fx.request(
+                name,
+                src,
+                &format!("adapter {name}"),
+                &[&format!("example {name}")],
+            ),
+            &AcceptAll(summary()),
+        )
+        .unwrap();
     }
     let b = reg.get(&key("b")).unwrap();
     drop(reg);
@@ -276,16 +446,28 @@ fn reopen_repairs_interrupted_states() {
     let report = reg.open_report();
     assert_eq!(report.swept.len(), 2, "{report:?}");
     assert_eq!(report.dropped, [key("b")]);
-    assert_eq!(report.index, IndexState::Updated { added: 0, removed: 1 });
+    assert_eq!(
+        report.index,
+        IndexState::Updated {
+            added: 0,
+            removed: 1
+        }
+    );
     assert_consistent(&reg);
     drop(reg);
 
     // A saved index that is missing or garbage is rebuilt from the catalog.
     std::fs::write(fx.root.join("index").join("manifest.json"), "{not json").unwrap();
     let reg = fx.open();
-    assert!(matches!(reg.open_report().index, IndexState::Rebuilt { .. }));
+    assert!(matches!(
+        reg.open_report().index,
+        IndexState::Rebuilt { .. }
+    ));
     assert_consistent(&reg);
-    let hits = reg.index().search(&WordsEmbedder.embed_one("example c").unwrap(), 1).unwrap();
+    let hits = reg
+        .index()
+        .search(&WordsEmbedder.embed_one("example c").unwrap(), 1)
+        .unwrap();
     assert_eq!(hits[0].key, key("c"));
 }
 
@@ -309,9 +491,18 @@ fn child_registers_and_hangs() {
     let Some(dir) = std::env::var_os(CHILD_ENV).map(PathBuf::from) else {
         return;
     };
-    let fx = Fixture { _tmp: tempfile::tempdir().unwrap(), root: dir.join("registry"), sources: dir.join("sources") };
+    let fx = Fixture {
+        _tmp: tempfile::tempdir().unwrap(),
+        root: dir.join("registry"),
+        sources: dir.join("sources"),
+    };
     let mut reg = fx.open();
-    let req = fx.request("doomed", fx.sources.join("doomed"), "never finished", &["lost example"]);
+    let req = fx.request(
+        "doomed",
+        fx.sources.join("doomed"),
+        "never finished",
+        &["lost example"],
+    );
     let _ = reg.register(req, &Hang(dir.join("ready")));
 }
 
@@ -321,32 +512,53 @@ fn a_killed_registration_leaves_nothing_behind() {
     let src = fx.adapter("kept", "k");
     fx.adapter("doomed", "d");
     let mut reg = fx.open();
-    reg.register(fx.request("kept", src, "survives", &["still here"]), &AcceptAll(summary())).unwrap();
+    reg.register(
+        fx.request("kept", src, "survives", &["still here"]),
+        &AcceptAll(summary()),
+    )
+    .unwrap();
     drop(reg);
 
     let dir = fx.root.parent().unwrap().to_path_buf();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["child_registers_and_hangs", "--exact", "--ignored", "--nocapture"])
+        .args([
+            "child_registers_and_hangs",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, &dir)
         .spawn()
         .unwrap();
     let ready = dir.join("ready");
     let start = Instant::now();
     while !ready.exists() {
-        assert!(start.elapsed() < Duration::from_secs(60), "the child never reached validation");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the child never reached validation"
+        );
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the child exited early: {status}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     // Mid-registration: files staged, nothing committed.
-    assert!(fx.folders().iter().any(|f| f.starts_with(".staging-")), "{:?}", fx.folders());
+    assert!(
+        fx.folders().iter().any(|f| f.starts_with(".staging-")),
+        "{:?}",
+        fx.folders()
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 
     let reg = fx.open();
     assert_eq!(reg.open_report().swept.len(), 1);
-    let ids: Vec<String> = reg.list().unwrap().into_iter().map(|r| r.id.to_string()).collect();
+    let ids: Vec<String> = reg
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id.to_string())
+        .collect();
     assert_eq!(ids, ["kept"]);
     assert_consistent(&reg);
 }
@@ -354,12 +566,19 @@ fn a_killed_registration_leaves_nothing_behind() {
 fn embedder_dir() -> Option<PathBuf> {
     let home = std::env::var_os("LORAMUX_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache").join("loramux"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache")
+                .join("loramux")
+        });
     let dir = home.join("models").join("all-minilm-l6-v2");
     if dir.join("model.safetensors").is_file() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: embedder files not found in {} (run `loramux models fetch`)", dir.display());
+        eprintln!(
+            "SKIPPED: embedder files not found in {} (run `loramux models fetch`)",
+            dir.display()
+        );
         None
     }
 }
@@ -372,7 +591,10 @@ fn bert_embedder_matches_sentence_transformers() {
         texts: Vec<String>,
         embeddings: Vec<Vec<f32>>,
     }
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json")).unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json"),
+    )
+    .unwrap();
     let reference: Reference = serde_json::from_str(&text).unwrap();
     let emb = BertEmbedder::load(&dir, BertEmbedderConfig::default()).unwrap();
     assert_eq!(emb.dim(), 384);

@@ -8,7 +8,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use loramux_index::{AdapterKey, AdapterVectors, BertEmbedder, Embedder, GraphParams, TextKind, VectorIndex};
+use loramux_index::{
+    AdapterKey, AdapterVectors, BertEmbedder, Embedder, GraphParams, TextKind, VectorIndex,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -63,9 +65,13 @@ impl Percentiles {
         samples.sort();
         let at = |q: f64| {
             let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
-            samples.get(i).map(|d| d.as_secs_f64() * 1e3).unwrap_or(f64::NAN)
+            samples
+                .get(i)
+                .map(|d| d.as_secs_f64() * 1e3)
+                .unwrap_or(f64::NAN)
         };
-        let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / samples.len().max(1) as f64;
+        let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3
+            / samples.len().max(1) as f64;
         Self {
             p50_ms: at(0.5),
             p99_ms: at(0.99),
@@ -110,9 +116,31 @@ pub enum Stage {
 
 /// Short prompts for throughput, varied so batches are not identical.
 fn short_prompt(i: usize) -> String {
-    const SUBJECTS: [&str; 8] = ["a SQL query", "a haiku", "a unit test", "a cover letter", "a proof", "a recipe", "a poem", "a summary"];
-    const TOPICS: [&str; 8] = ["sales by region", "autumn rain", "a parser", "a data job", "prime numbers", "lentil soup", "the sea", "this report"];
-    format!("Please write {} about {} (request {i}).", SUBJECTS[i % 8], TOPICS[(i / 8) % 8])
+    const SUBJECTS: [&str; 8] = [
+        "a SQL query",
+        "a haiku",
+        "a unit test",
+        "a cover letter",
+        "a proof",
+        "a recipe",
+        "a poem",
+        "a summary",
+    ];
+    const TOPICS: [&str; 8] = [
+        "sales by region",
+        "autumn rain",
+        "a parser",
+        "a data job",
+        "prime numbers",
+        "lentil soup",
+        "the sea",
+        "this report",
+    ];
+    format!(
+        "Please write {} about {} (request {i}).",
+        SUBJECTS[i % 8],
+        TOPICS[(i / 8) % 8]
+    )
 }
 
 /// A prompt of exactly `tokens` tokens (special tokens included), cut from a long text.
@@ -145,12 +173,19 @@ fn random_unit(rng: &mut StdRng, dim: usize) -> Vec<f32> {
 }
 
 fn perturbed(rng: &mut StdRng, center: &[f32], noise: f32) -> Vec<f32> {
-    let mut v: Vec<f32> = center.iter().map(|c| c + noise * (rng.random::<f32>() * 2.0 - 1.0)).collect();
+    let mut v: Vec<f32> = center
+        .iter()
+        .map(|c| c + noise * (rng.random::<f32>() * 2.0 - 1.0))
+        .collect();
     loramux_index::embed::l2_normalize(&mut v);
     v
 }
 
-pub fn run(embedder: &BertEmbedder, cfg: &BenchConfig, progress: &mut dyn FnMut(Stage, usize, usize)) -> Result<BenchReport> {
+pub fn run(
+    embedder: &BertEmbedder,
+    cfg: &BenchConfig,
+    progress: &mut dyn FnMut(Stage, usize, usize),
+) -> Result<BenchReport> {
     cfg.retrieval.validate()?;
     let dim = embedder.dim();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
@@ -158,8 +193,11 @@ pub fn run(embedder: &BertEmbedder, cfg: &BenchConfig, progress: &mut dyn FnMut(
     // Embedding throughput.
     let prompts: Vec<String> = (0..cfg.throughput_prompts).map(short_prompt).collect();
     let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let throughput_prompt_tokens =
-        refs.iter().map(|p| embedder.count_tokens(p)).sum::<loramux_index::Result<usize>>()? as f64 / refs.len().max(1) as f64;
+    let throughput_prompt_tokens = refs
+        .iter()
+        .map(|p| embedder.count_tokens(p))
+        .sum::<loramux_index::Result<usize>>()? as f64
+        / refs.len().max(1) as f64;
     embedder.embed(&refs[..refs.len().min(4)])?; // warm-up
     let t = Instant::now();
     for (i, p) in refs.iter().enumerate() {
@@ -175,11 +213,19 @@ pub fn run(embedder: &BertEmbedder, cfg: &BenchConfig, progress: &mut dyn FnMut(
     let embed_batch32_per_s = refs.len() as f64 / t.elapsed().as_secs_f64();
 
     // Build.
-    let centers: Vec<Vec<f32>> = (0..cfg.adapters).map(|_| random_unit(&mut rng, dim)).collect();
-    let keys: Vec<AdapterKey> = (0..cfg.adapters).map(|i| AdapterKey::new(&format!("synthetic-{i:05}"))).collect::<loramux_index::Result<_>>()?;
+    let centers: Vec<Vec<f32>> = (0..cfg.adapters)
+        .map(|_| random_unit(&mut rng, dim))
+        .collect();
+    let keys: Vec<AdapterKey> = (0..cfg.adapters)
+        .map(|i| AdapterKey::new(&format!("synthetic-{i:05}")))
+        .collect::<loramux_index::Result<_>>()?;
     let vectors: Vec<Vec<(TextKind, Vec<f32>)>> = centers
         .iter()
-        .map(|c| (0..cfg.examples_per_adapter).map(|_| (TextKind::Example, perturbed(&mut rng, c, 0.08))).collect())
+        .map(|c| {
+            (0..cfg.examples_per_adapter)
+                .map(|_| (TextKind::Example, perturbed(&mut rng, c, 0.08)))
+                .collect()
+        })
         .collect();
     let total = cfg.adapters * cfg.examples_per_adapter;
     let mut index = VectorIndex::new(dim, embedder.id(), cfg.graph, total);
@@ -187,7 +233,9 @@ pub fn run(embedder: &BertEmbedder, cfg: &BenchConfig, progress: &mut dyn FnMut(
     let step = (cfg.adapters / 50).max(1);
     for start in (0..cfg.adapters).step_by(step) {
         let end = (start + step).min(cfg.adapters);
-        let batch: Vec<AdapterVectors> = (start..end).map(|i| (&keys[i], 1, vectors[i].as_slice())).collect();
+        let batch: Vec<AdapterVectors> = (start..end)
+            .map(|i| (&keys[i], 1, vectors[i].as_slice()))
+            .collect();
         index.insert_many(&batch)?;
         progress(Stage::Build, end, cfg.adapters);
     }
@@ -201,16 +249,20 @@ pub fn run(embedder: &BertEmbedder, cfg: &BenchConfig, progress: &mut dyn FnMut(
     progress(Stage::SaveLoad, 1, 2);
     drop(index);
     let t = Instant::now();
-    let index = VectorIndex::load(&cfg.workdir, embedder.id(), dim)?.ok_or_else(|| RouterError::Config {
-        field: "workdir",
-        reason: "the saved index vanished".into(),
+    let index = VectorIndex::load(&cfg.workdir, embedder.id(), dim)?.ok_or_else(|| {
+        RouterError::Config {
+            field: "workdir",
+            reason: "the saved index vanished".into(),
+        }
     })?;
     let load_s = t.elapsed().as_secs_f64();
     drop(index);
     let t = Instant::now();
-    let index = VectorIndex::load(&cfg.workdir, embedder.id(), dim)?.ok_or_else(|| RouterError::Config {
-        field: "workdir",
-        reason: "the saved index vanished".into(),
+    let index = VectorIndex::load(&cfg.workdir, embedder.id(), dim)?.ok_or_else(|| {
+        RouterError::Config {
+            field: "workdir",
+            reason: "the saved index vanished".into(),
+        }
     })?;
     let reload_warm_s = t.elapsed().as_secs_f64();
     progress(Stage::SaveLoad, 2, 2);
@@ -247,7 +299,11 @@ pub fn run(embedder: &BertEmbedder, cfg: &BenchConfig, progress: &mut dyn FnMut(
         progress(Stage::Route, q + 1, cfg.route_queries);
     }
     let cache = RouteCache::new(1024);
-    cache.put(&prompt, 1, &retrieve(embedder, &index, &prompt, &cfg.retrieval)?);
+    cache.put(
+        &prompt,
+        1,
+        &retrieve(embedder, &index, &prompt, &cfg.retrieval)?,
+    );
     let cached: Vec<Duration> = (0..cfg.route_queries.max(100))
         .map(|_| {
             let t = Instant::now();

@@ -26,7 +26,10 @@ pub enum RoutePlan {
     /// Given adapters with given weights (summing to 1).
     Fixed { adapters: Vec<(AdapterId, f32)> },
     /// Retrieved candidates; the gate mixes up to `top_k` of them per token.
-    Auto { candidates: Vec<RouteCandidate>, top_k: usize },
+    Auto {
+        candidates: Vec<RouteCandidate>,
+        top_k: usize,
+    },
 }
 
 /// What a request asked for.
@@ -90,15 +93,32 @@ mod tests {
     fn weights_are_checked_and_normalized() {
         let w = normalize_weights(&[(id("a"), 3.0), (id("b"), 1.0)]).unwrap();
         assert_eq!(w, [(id("a"), 0.75), (id("b"), 0.25)]);
-        for bad in [vec![], vec![(id("a"), 0.0)], vec![(id("a"), f32::NAN)], vec![(id("a"), 1.0), (id("a"), 1.0)]] {
-            assert!(matches!(normalize_weights(&bad), Err(RouterError::InvalidChoice { .. })), "{bad:?}");
+        for bad in [
+            vec![],
+            vec![(id("a"), 0.0)],
+            vec![(id("a"), f32::NAN)],
+            vec![(id("a"), 1.0), (id("a"), 1.0)],
+        ] {
+            assert!(
+                matches!(
+                    normalize_weights(&bad),
+                    Err(RouterError::InvalidChoice { .. })
+                ),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn plans_serialize_with_a_kind_tag() {
-        let json = serde_json::to_value(RoutePlan::Fixed { adapters: vec![(id("a"), 1.0)] }).unwrap();
+        let json = serde_json::to_value(RoutePlan::Fixed {
+            adapters: vec![(id("a"), 1.0)],
+        })
+        .unwrap();
         assert_eq!(json["kind"], "fixed");
-        assert_eq!(serde_json::to_value(RoutePlan::Base).unwrap()["kind"], "base");
+        assert_eq!(
+            serde_json::to_value(RoutePlan::Base).unwrap()["kind"],
+            "base"
+        );
     }
 }

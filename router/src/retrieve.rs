@@ -45,7 +45,12 @@ impl Default for RetrievalConfig {
 
 impl RetrievalConfig {
     pub fn validate(&self) -> Result<()> {
-        let bad = |field, reason: &str| Err(RouterError::Config { field, reason: reason.into() });
+        let bad = |field, reason: &str| {
+            Err(RouterError::Config {
+                field,
+                reason: reason.into(),
+            })
+        };
         if self.top_n == 0 {
             return bad("top_n", "must be at least 1");
         }
@@ -66,7 +71,12 @@ impl RetrievalConfig {
 }
 
 /// Embeds `prompt` and plans from the index's nearest texts.
-pub fn retrieve(embedder: &dyn Embedder, index: &VectorIndex, prompt: &str, cfg: &RetrievalConfig) -> Result<RoutePlan> {
+pub fn retrieve(
+    embedder: &dyn Embedder,
+    index: &VectorIndex,
+    prompt: &str,
+    cfg: &RetrievalConfig,
+) -> Result<RoutePlan> {
     let query = {
         let _span = tracing::debug_span!("embed_prompt").entered();
         embedder.embed_one(prompt)?
@@ -87,7 +97,8 @@ pub fn plan_from_hits(hits: &[Hit], cfg: &RetrievalConfig) -> Result<RoutePlan> 
         e.0 = e.0.max(h.similarity);
         e.1 += 1;
     }
-    let mut ranked: Vec<(&str, f32, usize)> = per.into_iter().map(|(k, (s, n))| (k, s, n)).collect();
+    let mut ranked: Vec<(&str, f32, usize)> =
+        per.into_iter().map(|(k, (s, n))| (k, s, n)).collect();
     // Best similarity first; more hits, then the name, break ties so plans are deterministic.
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(b.0)));
     ranked.truncate(cfg.top_n);
@@ -97,7 +108,10 @@ pub fn plan_from_hits(hits: &[Hit], cfg: &RetrievalConfig) -> Result<RoutePlan> 
     if best < cfg.threshold {
         return Ok(RoutePlan::Base);
     }
-    let exps: Vec<f32> = ranked.iter().map(|(_, s, _)| ((s - best) / cfg.temperature).exp()).collect();
+    let exps: Vec<f32> = ranked
+        .iter()
+        .map(|(_, s, _)| ((s - best) / cfg.temperature).exp())
+        .collect();
     let total: f32 = exps.iter().sum();
     let mut candidates = Vec::with_capacity(ranked.len());
     for ((key, similarity, hits), e) in ranked.iter().zip(exps) {
@@ -128,8 +142,17 @@ mod tests {
 
     #[test]
     fn aggregates_by_best_hit_and_weighs_with_a_softmax() {
-        let cfg = RetrievalConfig { top_n: 2, ..Default::default() };
-        let hits = [hit("a", 0.6), hit("b", 0.7), hit("a", 0.65), hit("c", 0.5), hit("b", 0.1)];
+        let cfg = RetrievalConfig {
+            top_n: 2,
+            ..Default::default()
+        };
+        let hits = [
+            hit("a", 0.6),
+            hit("b", 0.7),
+            hit("a", 0.65),
+            hit("c", 0.5),
+            hit("b", 0.1),
+        ];
         let RoutePlan::Auto { candidates, top_k } = plan_from_hits(&hits, &cfg).unwrap() else {
             panic!("expected candidates")
         };
@@ -145,20 +168,55 @@ mod tests {
     #[test]
     fn falls_back_to_base_below_the_threshold_or_without_hits() {
         let cfg = RetrievalConfig::default();
-        assert_eq!(plan_from_hits(&[hit("a", 0.19)], &cfg).unwrap(), RoutePlan::Base);
+        assert_eq!(
+            plan_from_hits(&[hit("a", 0.19)], &cfg).unwrap(),
+            RoutePlan::Base
+        );
         assert_eq!(plan_from_hits(&[], &cfg).unwrap(), RoutePlan::Base);
     }
 
     #[test]
     fn config_validation_names_the_field() {
         for (cfg, field) in [
-            (RetrievalConfig { top_n: 0, ..Default::default() }, "top_n"),
-            (RetrievalConfig { search_k: 1, ..Default::default() }, "search_k"),
-            (RetrievalConfig { temperature: 0.0, ..Default::default() }, "temperature"),
-            (RetrievalConfig { threshold: 2.0, ..Default::default() }, "threshold"),
-            (RetrievalConfig { top_k: 4, ..Default::default() }, "top_k"),
+            (
+                RetrievalConfig {
+                    top_n: 0,
+                    ..Default::default()
+                },
+                "top_n",
+            ),
+            (
+                RetrievalConfig {
+                    search_k: 1,
+                    ..Default::default()
+                },
+                "search_k",
+            ),
+            (
+                RetrievalConfig {
+                    temperature: 0.0,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                RetrievalConfig {
+                    threshold: 2.0,
+                    ..Default::default()
+                },
+                "threshold",
+            ),
+            (
+                RetrievalConfig {
+                    top_k: 4,
+                    ..Default::default()
+                },
+                "top_k",
+            ),
         ] {
-            assert!(matches!(cfg.validate(), Err(RouterError::Config { field: f, .. }) if f == field));
+            assert!(
+                matches!(cfg.validate(), Err(RouterError::Config { field: f, .. }) if f == field)
+            );
         }
         assert!(RetrievalConfig::default().validate().is_ok());
     }

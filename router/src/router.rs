@@ -39,7 +39,11 @@ impl Router {
     pub fn new(registry: Arc<RwLock<Registry>>, config: RouterConfig) -> Result<Self> {
         config.retrieval.validate()?;
         let cache = RouteCache::new(config.cache_size);
-        Ok(Self { registry, config, cache })
+        Ok(Self {
+            registry,
+            config,
+            cache,
+        })
     }
 
     pub fn registry(&self) -> &Arc<RwLock<Registry>> {
@@ -59,7 +63,9 @@ impl Router {
             Choice::Base => Ok(RoutePlan::Base),
             Choice::Named(id) => {
                 check_registered(&registry, id)?;
-                Ok(RoutePlan::Fixed { adapters: vec![(id.clone(), 1.0)] })
+                Ok(RoutePlan::Fixed {
+                    adapters: vec![(id.clone(), 1.0)],
+                })
             }
             Choice::Weighted(list) => {
                 let adapters = normalize_weights(list)?;
@@ -74,7 +80,12 @@ impl Router {
                     tracing::debug!("route cache hit");
                     return Ok(plan);
                 }
-                let plan = retrieve(registry.embedder().as_ref(), registry.index(), prompt, &self.config.retrieval)?;
+                let plan = retrieve(
+                    registry.embedder().as_ref(),
+                    registry.index(),
+                    prompt,
+                    &self.config.retrieval,
+                )?;
                 self.cache.put(prompt, generation, &plan);
                 Ok(plan)
             }

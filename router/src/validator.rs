@@ -22,7 +22,9 @@ impl PeftValidator {
 
 impl AdapterValidator for PeftValidator {
     fn validate(&self, id: &AdapterKey, dir: &Path) -> Result<ConfigSummary, ValidationError> {
-        let err = |e: &dyn std::fmt::Display| ValidationError { reason: e.to_string() };
+        let err = |e: &dyn std::fmt::Display| ValidationError {
+            reason: e.to_string(),
+        };
         let id = to_id(id).map_err(|e| err(&e))?;
         // Loading reads and checks every tensor; the weights are dropped right after.
         let adapter = Adapter::load(id, dir, &self.model).map_err(|e| err(&e))?;
@@ -38,7 +40,10 @@ impl AdapterValidator for PeftValidator {
             rank: config.rank(),
             alpha: config.alpha(),
             use_rslora: config.use_rslora(),
-            target_modules: modules.into_iter().map(|m| m.hf_name().to_string()).collect(),
+            target_modules: modules
+                .into_iter()
+                .map(|m| m.hf_name().to_string())
+                .collect(),
             layers: layers.len(),
             base_model: config.base_model().map(str::to_string),
         })

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use loramux_index::{AdapterKey, BertEmbedder, BertEmbedderConfig, NewAdapter, Registry, RegistryConfig};
+use loramux_index::{
+    AdapterKey, BertEmbedder, BertEmbedderConfig, NewAdapter, Registry, RegistryConfig,
+};
 use loramux_router::PeftValidator;
 use loramux_runtime::fetch::{default_model_path, home, DEFAULT_EMBEDDER};
 
@@ -23,7 +25,9 @@ pub struct RegistryArgs {
 
 impl RegistryArgs {
     pub fn dir(&self) -> PathBuf {
-        self.registry.clone().unwrap_or_else(|| home().join("registry"))
+        self.registry
+            .clone()
+            .unwrap_or_else(|| home().join("registry"))
     }
 
     pub fn config(&self) -> RegistryConfig {
@@ -46,7 +50,10 @@ impl RegistryArgs {
             .with_context(|| format!("opening the registry in {}", dir.display()))?;
         let report = registry.open_report();
         for path in &report.swept {
-            eprintln!("note: removed leftovers of an interrupted registration: {}", path.display());
+            eprintln!(
+                "note: removed leftovers of an interrupted registration: {}",
+                path.display()
+            );
         }
         for id in &report.dropped {
             eprintln!("warning: adapter {id} lost its files and was removed from the registry");
@@ -137,7 +144,10 @@ pub fn run(args: AdaptersArgs) -> anyhow::Result<()> {
             } else if records.is_empty() {
                 println!("no adapters registered in {}", registry.root().display());
             } else {
-                println!("{:<28} {:>4} {:>8} {:<24} description", "id", "rank", "examples", "modules");
+                println!(
+                    "{:<28} {:>4} {:>8} {:<24} description",
+                    "id", "rank", "examples", "modules"
+                );
                 for r in records {
                     println!(
                         "{:<28} {:>4} {:>8} {:<24} {}",
@@ -161,7 +171,8 @@ pub fn run(args: AdaptersArgs) -> anyhow::Result<()> {
 }
 
 fn read_examples(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading examples from {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading examples from {}", path.display()))?;
     Ok(text
         .lines()
         .map(str::trim)

@@ -31,7 +31,10 @@ pub fn run(args: BenchRouteArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let bar = ProgressBar::new(1);
-    bar.set_style(ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")?.progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")?
+            .progress_chars("=> "),
+    );
     let mut last = None;
     let report = bench::run(&embedder, &cfg, &mut |stage: Stage, done, total| {
         if last != Some(stage) {
@@ -49,13 +52,36 @@ pub fn run(args: BenchRouteArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let r = &report;
-    println!("embedder: {} threads", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "embedder: {} threads",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     println!("embedding throughput ({:.0}-token prompts): batch 1 {:.1} prompts/s, batch 32 {:.1} prompts/s", r.throughput_prompt_tokens, r.embed_batch1_per_s, r.embed_batch32_per_s);
-    println!("index: {} adapters x {} = {} vectors of {} dims", r.adapters, args.examples, r.vectors, r.dim);
-    println!("  build {:.1} s, save {:.2} s, load {:.2} s (again, warm: {:.2} s)", r.build_s, r.save_s, r.load_s, r.reload_warm_s);
-    println!("search alone (k = {}): p50 {:.3} ms, p99 {:.3} ms, recall@1 {:.3}", cfg.retrieval.search_k, r.search.p50_ms, r.search.p99_ms, r.search_recall_at_1);
-    println!("embed {}-token prompt: p50 {:.2} ms, p99 {:.2} ms", r.route_prompt_tokens, r.embed_prompt.p50_ms, r.embed_prompt.p99_ms);
-    println!("route (embed + search + aggregate): p50 {:.2} ms, p99 {:.2} ms", r.route.p50_ms, r.route.p99_ms);
-    println!("route, repeated prompt from the cache: p50 {:.4} ms, p99 {:.4} ms", r.route_cached.p50_ms, r.route_cached.p99_ms);
+    println!(
+        "index: {} adapters x {} = {} vectors of {} dims",
+        r.adapters, args.examples, r.vectors, r.dim
+    );
+    println!(
+        "  build {:.1} s, save {:.2} s, load {:.2} s (again, warm: {:.2} s)",
+        r.build_s, r.save_s, r.load_s, r.reload_warm_s
+    );
+    println!(
+        "search alone (k = {}): p50 {:.3} ms, p99 {:.3} ms, recall@1 {:.3}",
+        cfg.retrieval.search_k, r.search.p50_ms, r.search.p99_ms, r.search_recall_at_1
+    );
+    println!(
+        "embed {}-token prompt: p50 {:.2} ms, p99 {:.2} ms",
+        r.route_prompt_tokens, r.embed_prompt.p50_ms, r.embed_prompt.p99_ms
+    );
+    println!(
+        "route (embed + search + aggregate): p50 {:.2} ms, p99 {:.2} ms",
+        r.route.p50_ms, r.route.p99_ms
+    );
+    println!(
+        "route, repeated prompt from the cache: p50 {:.4} ms, p99 {:.4} ms",
+        r.route_cached.p50_ms, r.route_cached.p99_ms
+    );
     Ok(())
 }

@@ -38,12 +38,23 @@ pub fn run(args: RouteArgs) -> anyhow::Result<()> {
         top_k: RetrievalConfig::default().top_k.min(args.top_n),
         ..Default::default()
     };
-    let router = Router::new(Arc::new(RwLock::new(registry)), RouterConfig { retrieval, cache_size: 0 })?;
+    let router = Router::new(
+        Arc::new(RwLock::new(registry)),
+        RouterConfig {
+            retrieval,
+            cache_size: 0,
+        },
+    )?;
     let start = std::time::Instant::now();
     let plan = router.resolve(&Choice::parse(&args.model)?, &args.prompt)?;
     let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "plan": plan, "elapsed_ms": elapsed_ms }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "plan": plan, "elapsed_ms": elapsed_ms })
+            )?
+        );
         return Ok(());
     }
     match plan {
@@ -54,9 +65,18 @@ pub fn run(args: RouteArgs) -> anyhow::Result<()> {
             }
         }
         RoutePlan::Auto { candidates, top_k } => {
-            println!("{:<28} {:>10} {:>7} {:>5}   (top_k {top_k})", "candidate", "similarity", "prior", "hits");
+            println!(
+                "{:<28} {:>10} {:>7} {:>5}   (top_k {top_k})",
+                "candidate", "similarity", "prior", "hits"
+            );
             for c in candidates {
-                println!("{:<28} {:>10.4} {:>7.3} {:>5}", c.id.as_str(), c.similarity, c.prior, c.hits);
+                println!(
+                    "{:<28} {:>10.4} {:>7.3} {:>5}",
+                    c.id.as_str(),
+                    c.similarity,
+                    c.prior,
+                    c.hits
+                );
             }
         }
     }

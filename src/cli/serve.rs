@@ -1,9 +1,14 @@
 //! `loramux serve`: the OpenAI-compatible server on the default model (or any model).
 
+use super::adapters::RegistryArgs;
 use super::generate::{resolve_model, DtypeArg};
 use anyhow::Context;
 use clap::Args;
-use loramux::server::{configure, DirCatalog, Limits, LoadedAdapters, ServerMetrics, ServerState};
+use loramux::server::{
+    configure, AdapterCatalog, DirCatalog, Limits, LoadedAdapters, RegistryCatalog, ServerMetrics,
+    ServerState,
+};
+use loramux_router::{PeftValidator, Router, RouterConfig};
 use loramux_runtime::engine::{self, EngineConfig};
 use loramux_runtime::{AdapterBank, BankConfig, BaseModel};
 use std::path::PathBuf;
@@ -19,9 +24,15 @@ pub struct ServeArgs {
     port: u16,
     #[arg(long, value_enum, default_value = "native")]
     dtype: DtypeArg,
-    /// A folder whose sub-folders are PEFT adapters, served under their folder names.
+    /// Serve a plain folder of PEFT adapters (sub-folder names are ids) instead of the
+    /// registry; `auto` then falls back to the base model.
     #[arg(long)]
     adapters_dir: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Bearer token required by the admin endpoints; LORAMUX_ADMIN_TOKEN also sets it.
+    #[arg(long)]
+    admin_token: Option<String>,
     /// Adapters resident at once (LRU beyond).
     #[arg(long, default_value_t = 16)]
     bank_slots: usize,
@@ -58,9 +69,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..EngineConfig::default()
         },
     );
-    let adapters_dir = args
-        .adapters_dir
-        .unwrap_or_else(|| loramux_runtime::fetch::home().join("adapters"));
+    let catalog: Arc<dyn AdapterCatalog> = match &args.adapters_dir {
+        Some(dir) => Arc::new(DirCatalog::new(dir)),
+        None => {
+            let registry = Arc::new(std::sync::RwLock::new(args.registry.open()?));
+            let router = Router::new(registry, RouterConfig::default())?;
+            Arc::new(RegistryCatalog::new(
+                router,
+                PeftValidator::new(base.model.config().clone()),
+            ))
+        }
+    };
     let base_name = path
         .file_stem()
         .map(|s| s.to_string_lossy().to_lowercase())
@@ -69,10 +88,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         base,
         base_name,
         engine,
-        catalog: Arc::new(DirCatalog::new(adapters_dir)),
+        catalog,
         loaded: LoadedAdapters::default(),
         limits: Limits::default(),
         metrics: ServerMetrics::default(),
+        admin_token: args
+            .admin_token
+            .or_else(|| std::env::var("LORAMUX_ADMIN_TOKEN").ok())
+            .filter(|t| !t.is_empty()),
     });
     let addr = (args.host.as_str(), args.port);
     eprintln!(

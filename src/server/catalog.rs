@@ -23,11 +23,42 @@ pub struct RoutedCandidate {
     pub prior: f32,
 }
 
+/// A registration asked for over HTTP: a PEFT folder under an allowed root.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Registration {
+    pub id: String,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub examples: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// Why a catalog refused a change: the client's fault, an unknown id, or ours.
+#[derive(Debug)]
+pub enum CatalogError {
+    Rejected(String),
+    NotFound(String),
+    ReadOnly,
+    Internal(String),
+}
+
 pub trait AdapterCatalog: Send + Sync {
     fn list(&self) -> Vec<CatalogEntry>;
     fn get(&self, id: &str) -> Option<CatalogEntry>;
     /// Candidates for a prompt, best first; empty means "use the base model".
     fn route(&self, prompt: &str) -> Vec<RoutedCandidate>;
+    /// Registers an adapter; catalogs without storage refuse with `ReadOnly`.
+    fn register(&self, _request: Registration) -> Result<CatalogEntry, CatalogError> {
+        Err(CatalogError::ReadOnly)
+    }
+    fn remove(&self, _id: &str) -> Result<(), CatalogError> {
+        Err(CatalogError::ReadOnly)
+    }
 }
 
 /// Every sub-folder of one folder is an adapter named after the folder. No retrieval:

@@ -110,6 +110,22 @@ pub fn validate(
     })
 }
 
+/// The routing decision alone, for `/v1/route`.
+pub fn explain(
+    state: &ServerState,
+    model: &str,
+    explicit: Option<Vec<super::openai::AdapterChoice>>,
+    text: &str,
+) -> Result<Routing, ApiError> {
+    let (choices, routing) = resolve_routing(state, model, explicit, text)?;
+    for (id, _) in &choices {
+        if state.catalog.get(id).is_none() {
+            return Err(ApiError::UnknownModel(id.clone()));
+        }
+    }
+    Ok(routing)
+}
+
 /// `base`, an adapter id, an explicit weighted list, or `auto` (retrieval).
 fn resolve_routing(
     state: &ServerState,

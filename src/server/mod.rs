@@ -6,10 +6,15 @@ mod errors;
 mod generation;
 mod metrics;
 mod openai;
+mod registry_catalog;
 
-pub use catalog::{AdapterCatalog, CatalogEntry, DirCatalog, LoadedAdapters, RoutedCandidate};
+pub use catalog::{
+    AdapterCatalog, CatalogEntry, CatalogError, DirCatalog, LoadedAdapters, Registration,
+    RoutedCandidate,
+};
 pub use errors::ApiError;
 pub use metrics::ServerMetrics;
+pub use registry_catalog::RegistryCatalog;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use generation::Kind;
@@ -47,6 +52,8 @@ pub struct ServerState {
     pub loaded: LoadedAdapters,
     pub limits: Limits,
     pub metrics: ServerMetrics,
+    /// Bearer token required by the admin endpoints (registration, deletion), when set.
+    pub admin_token: Option<String>,
 }
 
 /// Registers every route and the JSON limits on an actix app.
@@ -70,6 +77,11 @@ pub fn configure(state: Arc<ServerState>) -> impl FnOnce(&mut web::ServiceConfig
             .route("/v1/chat/completions", web::post().to(chat))
             .route("/v1/completions", web::post().to(completions))
             .route("/v1/models", web::get().to(models))
+            .route("/v1/route", web::post().to(route))
+            .route("/v1/adapters", web::get().to(list_adapters))
+            .route("/v1/adapters", web::post().to(register_adapter))
+            .route("/v1/adapters/{id}", web::get().to(get_adapter))
+            .route("/v1/adapters/{id}", web::delete().to(delete_adapter))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics_text));
     }
@@ -158,4 +170,139 @@ async fn metrics_text(state: web::Data<ServerState>, _req: HttpRequest) -> HttpR
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(body)
+}
+
+#[derive(serde::Deserialize)]
+struct RouteRequest {
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<openai::ChatMessageIn>>,
+    #[serde(flatten)]
+    params: openai::CommonParams,
+}
+
+/// Explains the routing decision for a prompt without generating.
+async fn route(
+    state: web::Data<ServerState>,
+    body: web::Json<RouteRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let state = state.into_inner();
+    let RouteRequest {
+        prompt,
+        messages,
+        params,
+    } = body.into_inner();
+    let text = match (prompt, messages) {
+        (Some(p), _) => p,
+        (None, Some(m)) => m
+            .into_iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.content)
+            .unwrap_or_default(),
+        (None, None) => {
+            return Err(ApiError::InvalidRequest(
+                "give `prompt` or `messages`".into(),
+            ))
+        }
+    };
+    let st = state.clone();
+    let routing =
+        web::block(move || generation::explain(&st, &params.model, params.adapters, &text))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+    state.metrics.request("route", 200);
+    Ok(HttpResponse::Ok().json(json!({"routing": routing})))
+}
+
+fn entry_json(e: &CatalogEntry) -> serde_json::Value {
+    json!({"id": e.id.as_str(), "object": "adapter", "description": e.description})
+}
+
+async fn list_adapters(state: web::Data<ServerState>) -> HttpResponse {
+    let data: Vec<_> = state.catalog.list().iter().map(entry_json).collect();
+    HttpResponse::Ok().json(json!({"object": "list", "data": data}))
+}
+
+async fn get_adapter(
+    state: web::Data<ServerState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let entry = state
+        .catalog
+        .get(&id)
+        .ok_or_else(|| ApiError::UnknownModel(id.into_inner()))?;
+    Ok(HttpResponse::Ok().json(entry_json(&entry)))
+}
+
+/// Constant-time comparison so the token cannot be guessed byte by byte from timings.
+fn authorize(state: &ServerState, req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(token) = &state.admin_token else {
+        return Ok(());
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+fn catalog_error(e: CatalogError) -> ApiError {
+    match e {
+        CatalogError::Rejected(why) => ApiError::InvalidRequest(why),
+        CatalogError::NotFound(id) => ApiError::UnknownModel(id),
+        CatalogError::ReadOnly => ApiError::InvalidRequest(
+            "this server's adapter catalog is read-only (started with --adapters-dir)".into(),
+        ),
+        CatalogError::Internal(why) => ApiError::Internal(why),
+    }
+}
+
+async fn register_adapter(
+    state: web::Data<ServerState>,
+    req: HttpRequest,
+    body: web::Json<Registration>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let st = state.clone().into_inner();
+    let registration = body.into_inner();
+    let entry = web::block(move || st.catalog.register(registration))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(catalog_error)?;
+    state.loaded.forget(&entry.id);
+    state.metrics.request("adapters_register", 201);
+    Ok(HttpResponse::Created().json(entry_json(&entry)))
+}
+
+async fn delete_adapter(
+    state: web::Data<ServerState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let id = id.into_inner();
+    let st = state.clone().into_inner();
+    let target = id.clone();
+    web::block(move || st.catalog.remove(&target))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(catalog_error)?;
+    if let Ok(aid) = loramux_runtime::AdapterId::new(&id) {
+        state.loaded.forget(&aid);
+    }
+    Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))
 }

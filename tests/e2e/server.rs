@@ -53,6 +53,7 @@ fn state(queue: usize) -> Arc<ServerState> {
             default_max_tokens: 16,
         },
         metrics: ServerMetrics::default(),
+        admin_token: None,
     })
 }
 
@@ -323,4 +324,157 @@ async fn a_full_queue_answers_429() {
     }
     assert!(statuses.contains(&429), "{statuses:?}");
     assert!(statuses.contains(&200), "{statuses:?}");
+}
+
+/// Registration over HTTP into a real SQLite registry, retrieval routing through it, the
+/// bearer token on admin endpoints, and deletion.
+#[actix_web::test]
+async fn registry_registration_auto_routing_and_admin_auth() {
+    use loramux::server::RegistryCatalog;
+    use loramux_index::{BertEmbedder, BertEmbedderConfig, Registry, RegistryConfig};
+    use loramux_router::{PeftValidator, Router, RouterConfig};
+    use std::sync::RwLock;
+
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/adapters");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedder_dir = loramux_runtime::fetch::DEFAULT_EMBEDDER
+        .path()
+        .expect("embedder fetched");
+    let embedder =
+        BertEmbedder::load(&embedder_dir, BertEmbedderConfig::default()).expect("embedder");
+    let config = RegistryConfig {
+        allowed_roots: vec![fixtures.clone()],
+        ..Default::default()
+    };
+    let registry = Registry::open(dir.path(), config, Arc::new(embedder)).expect("registry");
+    let router =
+        Router::new(Arc::new(RwLock::new(registry)), RouterConfig::default()).expect("router");
+    let base = base();
+    let mut st = Arc::try_unwrap(state(64)).ok().expect("fresh state");
+    st.catalog = Arc::new(RegistryCatalog::new(
+        router,
+        PeftValidator::new(base.model.config().clone()),
+    ));
+    st.admin_token = Some("s3cret".into());
+    let app = test::init_service(App::new().configure(configure(Arc::new(st)))).await;
+
+    let register =
+        |id: &str, sub: &str, description: &str, examples: Vec<&str>, token: Option<&str>| {
+            let mut req = test::TestRequest::post().uri("/v1/adapters").set_json(json!({
+            "id": id, "path": fixtures.join(sub), "description": description, "examples": examples
+        }));
+            if let Some(t) = token {
+                req = req.insert_header(("authorization", format!("Bearer {t}")));
+            }
+            req.to_request()
+        };
+    let resp = test::call_service(
+        &app,
+        register("cooking", "r8_qv", "Cooking recipes", vec![], None),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = test::call_service(
+        &app,
+        register("cooking", "r8_qv", "Cooking recipes", vec![], Some("wrong")),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = test::call_service(
+        &app,
+        register(
+            "cooking",
+            "r8_qv",
+            "Cooking recipes and kitchen advice",
+            vec![
+                "How long should I bake a chocolate cake?",
+                "Give me a recipe for tomato soup",
+            ],
+            Some("s3cret"),
+        ),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 201);
+    let resp = test::call_service(
+        &app,
+        register(
+            "tax-law",
+            "r2_all7",
+            "Questions about income tax law",
+            vec![
+                "Can I deduct my home office from my taxes?",
+                "What is the capital gains tax rate?",
+            ],
+            Some("s3cret"),
+        ),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 201);
+    // A path outside the allowed roots is refused and leaves nothing behind.
+    let outside = test::TestRequest::post()
+        .uri("/v1/adapters")
+        .insert_header(("authorization", "Bearer s3cret"))
+        .set_json(json!({"id": "evil", "path": "/etc", "description": "x"}))
+        .to_request();
+    let resp = test::call_service(&app, outside).await;
+    assert_eq!(resp.status().as_u16(), 400);
+    let list: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get().uri("/v1/adapters").to_request(),
+    )
+    .await;
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+
+    let routed: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/route")
+            .set_json(json!({"prompt": "What temperature should I roast a chicken at?"}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(routed["routing"]["mode"], "auto", "{routed}");
+    assert_eq!(
+        routed["routing"]["candidates"][0]["id"], "cooking",
+        "{routed}"
+    );
+    let chat: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .set_json(json!({"model": "auto", "messages": [{"role": "user", "content": "Is my home office tax deductible?"}], "max_tokens": 4, "temperature": 0}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(chat["routing"]["candidates"][0]["id"], "tax-law", "{chat}");
+    let weights: f32 = chat["routing"]["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["weight"].as_f64().unwrap() as f32)
+        .sum();
+    assert!(
+        (weights - 1.0).abs() < 1e-4,
+        "mixture weights sum to 1: {weights}"
+    );
+
+    let del = test::TestRequest::delete()
+        .uri("/v1/adapters/cooking")
+        .insert_header(("authorization", "Bearer s3cret"))
+        .to_request();
+    assert_eq!(test::call_service(&app, del).await.status().as_u16(), 200);
+    let gone = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/v1/adapters/cooking")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(gone.status().as_u16(), 404);
 }

@@ -56,15 +56,23 @@ impl BertEmbedder {
             reason,
         };
         if config.batch_size == 0 || config.max_tokens < 2 {
-            return Err(fail(dir, format!("batch_size {} and max_tokens {} must be positive", config.batch_size, config.max_tokens)));
+            return Err(fail(
+                dir,
+                format!(
+                    "batch_size {} and max_tokens {} must be positive",
+                    config.batch_size, config.max_tokens
+                ),
+            ));
         }
         let cfg_path = dir.join(Self::CONFIG);
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| IndexError::io(&cfg_path, e))?;
-        let bert: Config = serde_json::from_str(&text).map_err(|e| fail(&cfg_path, e.to_string()))?;
+        let bert: Config =
+            serde_json::from_str(&text).map_err(|e| fail(&cfg_path, e.to_string()))?;
         let max_tokens = config.max_tokens.min(bert.max_position_embeddings);
 
         let tok_path = dir.join(Self::TOKENIZER);
-        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| fail(&tok_path, e.to_string()))?;
+        let mut tokenizer =
+            Tokenizer::from_file(&tok_path).map_err(|e| fail(&tok_path, e.to_string()))?;
         // Padding is done here per batch, with the mask, so the file's own padding is off.
         tokenizer.with_padding(None);
         tokenizer
@@ -80,23 +88,35 @@ impl BertEmbedder {
         }
         // SAFETY: the file is mmapped read-only; the registry never writes model files, and
         // candle copies every tensor out of the mapping while building the model.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &config.device) }
-            .map_err(|e| fail(&weights, e.to_string()))?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &config.device) }
+                .map_err(|e| fail(&weights, e.to_string()))?;
         let model = BertModel::load(vb, &bert).map_err(|e| fail(&weights, e.to_string()))?;
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let id = format!("bert:{name}:d{}:mean:l2:t{max_tokens}", bert.hidden_size);
         Ok(Self {
             model,
             tokenizer,
             dim: bert.hidden_size,
             id,
-            config: BertEmbedderConfig { max_tokens, ..config },
+            config: BertEmbedderConfig {
+                max_tokens,
+                ..config
+            },
         })
     }
 
     /// Number of tokens the model sees for `text` (after truncation), for benchmarks.
     pub fn count_tokens(&self, text: &str) -> Result<usize> {
-        let enc = self.tokenizer.encode(text, true).map_err(|e| IndexError::Embed { reason: e.to_string() })?;
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| IndexError::Embed {
+                reason: e.to_string(),
+            })?;
         Ok(enc.get_ids().len())
     }
 
@@ -104,13 +124,25 @@ impl BertEmbedder {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
-            .map_err(|e| IndexError::Embed { reason: e.to_string() })?;
+            .map_err(|e| IndexError::Embed {
+                reason: e.to_string(),
+            })?;
         let b = encodings.len();
-        let len = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0).max(1);
+        let len = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let mut ids = vec![0u32; b * len];
         let mut mask = vec![0u32; b * len];
         for (row, enc) in encodings.iter().enumerate() {
-            for (col, (&id, &m)) in enc.get_ids().iter().zip(enc.get_attention_mask()).enumerate() {
+            for (col, (&id, &m)) in enc
+                .get_ids()
+                .iter()
+                .zip(enc.get_attention_mask())
+                .enumerate()
+            {
                 ids[row * len + col] = id;
                 mask[row * len + col] = m;
             }

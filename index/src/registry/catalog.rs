@@ -12,7 +12,10 @@ use crate::{AdapterKey, Result};
 pub enum Change<'a> {
     /// Insert an adapter; with `replace`, overwrite one of the same id (else refuse it
     /// with [`crate::IndexError::Duplicate`]).
-    Put { record: &'a NewRecord, replace: bool },
+    Put {
+        record: &'a NewRecord,
+        replace: bool,
+    },
     /// Delete adapters (missing ones are ignored).
     Remove { ids: &'a [AdapterKey] },
     /// Change nothing; only run the step under the lock.

@@ -16,19 +16,39 @@ pub(crate) fn check_metadata(new: &NewAdapter, cfg: &RegistryConfig) -> Result<(
         return bad("the description is empty; say what the adapter is for".into());
     }
     if new.examples.len() > cfg.max_examples {
-        return bad(format!("{} examples; at most {} are allowed", new.examples.len(), cfg.max_examples));
+        return bad(format!(
+            "{} examples; at most {} are allowed",
+            new.examples.len(),
+            cfg.max_examples
+        ));
     }
     if let Some(i) = new.examples.iter().position(|e| e.trim().is_empty()) {
         return bad(format!("example {} is empty", i + 1));
     }
     let texts = std::iter::once(&new.description).chain(&new.examples);
-    if let Some(t) = texts.into_iter().find(|t| t.chars().count() > cfg.max_text_chars) {
-        return bad(format!("a text has {} characters; at most {} are allowed", t.chars().count(), cfg.max_text_chars));
+    if let Some(t) = texts
+        .into_iter()
+        .find(|t| t.chars().count() > cfg.max_text_chars)
+    {
+        return bad(format!(
+            "a text has {} characters; at most {} are allowed",
+            t.chars().count(),
+            cfg.max_text_chars
+        ));
     }
     if new.tags.len() > cfg.max_tags {
-        return bad(format!("{} tags; at most {} are allowed", new.tags.len(), cfg.max_tags));
+        return bad(format!(
+            "{} tags; at most {} are allowed",
+            new.tags.len(),
+            cfg.max_tags
+        ));
     }
-    if let Some(Err(e)) = new.tags.iter().map(|t| AdapterKey::new(t)).find(|r| r.is_err()) {
+    if let Some(Err(e)) = new
+        .tags
+        .iter()
+        .map(|t| AdapterKey::new(t))
+        .find(|r| r.is_err())
+    {
         return bad(format!("tag: {e}"));
     }
     Ok(())
@@ -65,7 +85,10 @@ mod tests {
             let mut n = new();
             edit(&mut n);
             let err = check_metadata(&n, &cfg).unwrap_err();
-            assert!(matches!(err, IndexError::BadMetadata { .. }) && err.to_string().contains(needle), "{err}");
+            assert!(
+                matches!(err, IndexError::BadMetadata { .. }) && err.to_string().contains(needle),
+                "{err}"
+            );
         }
     }
 }

@@ -31,8 +31,15 @@ pub(crate) fn check_roots(source: &Path, roots: &[PathBuf]) -> Result<PathBuf> {
         .filter_map(|r| r.canonicalize().ok())
         .any(|root| canonical.starts_with(&root));
     if !inside {
-        let roots = roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
-        return Err(IndexError::OutsideRoots { path: canonical, roots });
+        let roots = roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(IndexError::OutsideRoots {
+            path: canonical,
+            roots,
+        });
     }
     Ok(canonical)
 }
@@ -50,15 +57,25 @@ impl Staged {
 
     /// The random part of the staging name, reused in the final folder name.
     pub(crate) fn tag(&self) -> String {
-        let name = self.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        name.rsplit('-').next().unwrap_or_default().to_ascii_lowercase()
+        let name = self
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        name.rsplit('-')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
     }
 
     /// Renames the staging folder to `target` (same file system, so atomic) and makes the
     /// rename durable. After this the caller owns `target`.
     pub(crate) fn place(mut self, target: &Path) -> Result<()> {
         let Some(dir) = self.dir.take() else {
-            return Err(IndexError::io(target, std::io::Error::other("staging folder already placed")));
+            return Err(IndexError::io(
+                target,
+                std::io::Error::other("staging folder already placed"),
+            ));
         };
         let from = dir.keep();
         if let Err(e) = std::fs::rename(&from, target) {
@@ -77,7 +94,10 @@ impl Staged {
 /// inside `roots` (a symlink cannot smuggle in a file from elsewhere).
 pub(crate) fn stage(adapters: &Path, source: &Path, roots: &[PathBuf]) -> Result<Staged> {
     let prefix = format!("{STAGING_PREFIX}{}-", std::process::id());
-    let dir = tempfile::Builder::new().prefix(&prefix).tempdir_in(adapters).map_err(|e| IndexError::io(adapters, e))?;
+    let dir = tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempdir_in(adapters)
+        .map_err(|e| IndexError::io(adapters, e))?;
     let mut files = Vec::new();
     for name in ADAPTER_FILES {
         let from = source.join(name);
@@ -102,7 +122,10 @@ pub(crate) fn stage(adapters: &Path, source: &Path, roots: &[PathBuf]) -> Result
         });
     }
     sync_dir(dir.path())?;
-    Ok(Staged { dir: Some(dir), files })
+    Ok(Staged {
+        dir: Some(dir),
+        files,
+    })
 }
 
 fn copy_hashed(from: &Path, to: &Path) -> Result<(String, u64)> {
@@ -117,7 +140,8 @@ fn copy_hashed(from: &Path, to: &Path) -> Result<(String, u64)> {
             break;
         }
         hasher.update(&buf[..n]);
-        dst.write_all(&buf[..n]).map_err(|e| IndexError::io(to, e))?;
+        dst.write_all(&buf[..n])
+            .map_err(|e| IndexError::io(to, e))?;
         total += n as u64;
     }
     dst.sync_all().map_err(|e| IndexError::io(to, e))?;
@@ -140,7 +164,9 @@ pub(crate) fn sha256_file(path: &Path) -> Result<String> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| IndexError::io(dir, e))
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| IndexError::io(dir, e))
 }
 
 /// Deletes what no registration owns: staging folders of dead processes and folders no
@@ -157,7 +183,11 @@ pub(crate) fn sweep(adapters: &Path, known: &[String]) -> Result<Vec<PathBuf>> {
         };
         if orphan {
             let path = entry.path();
-            let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            let gone = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
             gone.map_err(|e| IndexError::io(&path, e))?;
             removed.push(path);
         }
@@ -190,10 +220,16 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let roots = [root.path().to_path_buf()];
         assert!(check_roots(&inside, &roots).is_ok());
-        assert!(matches!(check_roots(other.path(), &roots), Err(IndexError::OutsideRoots { .. })));
+        assert!(matches!(
+            check_roots(other.path(), &roots),
+            Err(IndexError::OutsideRoots { .. })
+        ));
         // `..` is resolved before the check.
         let escape = inside.join("..").join("..");
-        assert!(matches!(check_roots(&escape, &roots), Err(IndexError::OutsideRoots { .. })));
+        assert!(matches!(
+            check_roots(&escape, &roots),
+            Err(IndexError::OutsideRoots { .. })
+        ));
     }
 
     #[test]
@@ -205,7 +241,10 @@ mod tests {
         mk(".staging-4000000000-x"); // no such pid
         mk(&format!(".staging-{}-y", std::process::id()));
         let removed = sweep(dir.path(), &["a@1".to_string()]).unwrap();
-        let mut names: Vec<String> = removed.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = removed
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         assert_eq!(names, [".staging-4000000000-x", "b@2"]);
     }

@@ -95,7 +95,9 @@ impl Registry {
     }
 
     pub fn get(&self, id: &AdapterKey) -> Result<AdapterRecord> {
-        self.catalog()?.get(id)?.ok_or_else(|| IndexError::NotFound { id: id.to_string() })
+        self.catalog()?
+            .get(id)?
+            .ok_or_else(|| IndexError::NotFound { id: id.to_string() })
     }
 
     fn catalog(&self) -> Result<MutexGuard<'_, Box<dyn Catalog>>> {
@@ -115,7 +117,11 @@ impl Registry {
 
     /// Registers an adapter: copies its PEFT files, validates the copy with `validator`,
     /// embeds its description and examples, and records it; all or nothing.
-    pub fn register(&mut self, new: NewAdapter, validator: &dyn AdapterValidator) -> Result<AdapterRecord> {
+    pub fn register(
+        &mut self,
+        new: NewAdapter,
+        validator: &dyn AdapterValidator,
+    ) -> Result<AdapterRecord> {
         let _span = tracing::info_span!("register", id = %new.id).entered();
         let replace = new.replace;
         let (record, staged) = self.prepare(new, validator)?;
@@ -124,19 +130,30 @@ impl Registry {
 
     /// Everything that can fail before the commit, with nothing recorded yet: the staged
     /// copy is deleted when dropped.
-    fn prepare(&self, new: NewAdapter, validator: &dyn AdapterValidator) -> Result<(NewRecord, files::Staged)> {
+    fn prepare(
+        &self,
+        new: NewAdapter,
+        validator: &dyn AdapterValidator,
+    ) -> Result<(NewRecord, files::Staged)> {
         checks::check_metadata(&new, &self.config)?;
         if !new.replace && self.catalog()?.get(&new.id)?.is_some() {
-            return Err(IndexError::Duplicate { id: new.id.to_string() });
+            return Err(IndexError::Duplicate {
+                id: new.id.to_string(),
+            });
         }
         let roots = self.roots();
         let source = files::check_roots(&new.source, &roots)?;
         let staged = files::stage(&self.adapters_dir(), &source, &roots)?;
-        let config = validator.validate(&new.id, staged.path()).map_err(|e| IndexError::Invalid {
-            id: new.id.to_string(),
-            reason: e.reason,
-        })?;
-        let texts: Vec<&str> = std::iter::once(new.description.as_str()).chain(new.examples.iter().map(String::as_str)).collect();
+        let config =
+            validator
+                .validate(&new.id, staged.path())
+                .map_err(|e| IndexError::Invalid {
+                    id: new.id.to_string(),
+                    reason: e.reason,
+                })?;
+        let texts: Vec<&str> = std::iter::once(new.description.as_str())
+            .chain(new.examples.iter().map(String::as_str))
+            .collect();
         let vectors = self.embedder.embed(&texts)?;
         if let Some(v) = vectors.iter().find(|v| v.len() != self.index.dim()) {
             return Err(IndexError::Dimension {
@@ -160,18 +177,32 @@ impl Registry {
 
     /// One catalog transaction records the adapter while the staged folder is renamed into
     /// place; then the replaced version's folder goes and the index learns the vectors.
-    fn commit(&mut self, record: NewRecord, staged: files::Staged, replace: bool) -> Result<AdapterRecord> {
+    fn commit(
+        &mut self,
+        record: NewRecord,
+        staged: files::Staged,
+        replace: bool,
+    ) -> Result<AdapterRecord> {
         let adapters = self.adapters_dir();
         let target = adapters.join(&record.folder);
         let mut staged = Some(staged);
         let mut old_folder = None;
-        let committed = self.catalog_mut()?.write(Change::Put { record: &record, replace }, &mut |known| {
-            old_folder = known.iter().find(|(k, _)| *k == record.id).map(|(_, f)| f.clone());
-            match staged.take() {
-                Some(s) => s.place(&target),
-                None => Ok(()),
-            }
-        });
+        let committed = self.catalog_mut()?.write(
+            Change::Put {
+                record: &record,
+                replace,
+            },
+            &mut |known| {
+                old_folder = known
+                    .iter()
+                    .find(|(k, _)| *k == record.id)
+                    .map(|(_, f)| f.clone());
+                match staged.take() {
+                    Some(s) => s.place(&target),
+                    None => Ok(()),
+                }
+            },
+        );
         let generation = match committed {
             Ok(g) => g,
             Err(e) => {
@@ -184,7 +215,11 @@ impl Registry {
         if let Some(old) = old_folder.filter(|f| *f != record.folder) {
             remove_folder(&adapters.join(old));
         }
-        let vectors: Vec<(TextKind, Vec<f32>)> = record.texts().map(|(k, _)| k).zip(record.vectors.iter().cloned()).collect();
+        let vectors: Vec<(TextKind, Vec<f32>)> = record
+            .texts()
+            .map(|(k, _)| k)
+            .zip(record.vectors.iter().cloned())
+            .collect();
         self.index.insert(&record.id, generation, &vectors)?;
         self.save_index();
         self.get(&record.id)
@@ -194,13 +229,18 @@ impl Registry {
     pub fn remove(&mut self, id: &AdapterKey) -> Result<()> {
         let _span = tracing::info_span!("unregister", id = %id).entered();
         let mut folder = None;
-        let generation = self.catalog_mut()?.write(Change::Remove { ids: std::slice::from_ref(id) }, &mut |known| {
-            folder = known.iter().find(|(k, _)| k == id).map(|(_, f)| f.clone());
-            match folder {
-                Some(_) => Ok(()),
-                None => Err(IndexError::NotFound { id: id.to_string() }),
-            }
-        })?;
+        let generation = self.catalog_mut()?.write(
+            Change::Remove {
+                ids: std::slice::from_ref(id),
+            },
+            &mut |known| {
+                folder = known.iter().find(|(k, _)| k == id).map(|(_, f)| f.clone());
+                match folder {
+                    Some(_) => Ok(()),
+                    None => Err(IndexError::NotFound { id: id.to_string() }),
+                }
+            },
+        )?;
         self.generation = generation;
         if let Some(f) = folder {
             remove_folder(&self.adapters_dir().join(f));
@@ -233,7 +273,9 @@ impl Registry {
     fn save_index(&mut self) {
         if self.index.needs_compaction() {
             let (embedder, params) = (self.embedder.clone(), self.config.graph);
-            let rebuilt = self.catalog_mut().and_then(|c| open::build_index(c.as_mut(), embedder.as_ref(), params));
+            let rebuilt = self
+                .catalog_mut()
+                .and_then(|c| open::build_index(c.as_mut(), embedder.as_ref(), params));
             match rebuilt {
                 Ok(idx) => self.index = idx,
                 Err(e) => tracing::warn!(error = %e, "index compaction failed; keeping tombstones"),

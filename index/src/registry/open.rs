@@ -33,7 +33,12 @@ pub struct OpenReport {
 
 impl Registry {
     /// Opens a registry over any [`Catalog`].
-    pub fn open_with(root: &Path, config: RegistryConfig, mut catalog: Box<dyn Catalog>, embedder: Arc<dyn Embedder>) -> Result<Self> {
+    pub fn open_with(
+        root: &Path,
+        config: RegistryConfig,
+        mut catalog: Box<dyn Catalog>,
+        embedder: Arc<dyn Embedder>,
+    ) -> Result<Self> {
         let _span = tracing::info_span!("registry_open", root = %root.display()).entered();
         let adapters = root.join(Self::ADAPTERS);
         std::fs::create_dir_all(&adapters).map_err(|e| IndexError::io(&adapters, e))?;
@@ -43,7 +48,11 @@ impl Registry {
         catalog.write(Change::Nothing, &mut |known| {
             let names: Vec<String> = known.iter().map(|(_, f)| f.clone()).collect();
             swept = files::sweep(&adapters, &names)?;
-            dropped = known.iter().filter(|(_, f)| !adapters.join(f).is_dir()).map(|(k, _)| k.clone()).collect();
+            dropped = known
+                .iter()
+                .filter(|(_, f)| !adapters.join(f).is_dir())
+                .map(|(k, _)| k.clone())
+                .collect();
             Ok(())
         })?;
         if !dropped.is_empty() {
@@ -55,7 +64,12 @@ impl Registry {
         }
 
         let index_dir = root.join(Self::INDEX);
-        let (index, state) = sync_index(&index_dir, catalog.as_mut(), embedder.as_ref(), config.graph)?;
+        let (index, state) = sync_index(
+            &index_dir,
+            catalog.as_mut(),
+            embedder.as_ref(),
+            config.graph,
+        )?;
         if state != IndexState::Loaded {
             if let Err(e) = index.save(&index_dir) {
                 tracing::warn!(error = %e, "could not save the vector index");
@@ -69,31 +83,58 @@ impl Registry {
             embedder,
             index,
             generation,
-            report: OpenReport { swept, dropped, index: state },
+            report: OpenReport {
+                swept,
+                dropped,
+                index: state,
+            },
         })
     }
 }
 
 /// Loads the saved index and patches it to match the catalog; rebuilds when there is none,
 /// it is unreadable, or patching would leave too many tombstones.
-fn sync_index(dir: &Path, catalog: &mut dyn Catalog, embedder: &dyn Embedder, params: GraphParams) -> Result<(VectorIndex, IndexState)> {
+fn sync_index(
+    dir: &Path,
+    catalog: &mut dyn Catalog,
+    embedder: &dyn Embedder,
+    params: GraphParams,
+) -> Result<(VectorIndex, IndexState)> {
     let mut index = match VectorIndex::load(dir, embedder.id(), embedder.dim()) {
         Ok(Some(idx)) => idx,
-        Ok(None) => return Ok((build_index(catalog, embedder, params)?, IndexState::Rebuilt { reason: "no saved index".into() })),
+        Ok(None) => {
+            return Ok((
+                build_index(catalog, embedder, params)?,
+                IndexState::Rebuilt {
+                    reason: "no saved index".into(),
+                },
+            ))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "saved index unusable; rebuilding");
-            let state = IndexState::Rebuilt { reason: e.to_string() };
+            let state = IndexState::Rebuilt {
+                reason: e.to_string(),
+            };
             return Ok((build_index(catalog, embedder, params)?, state));
         }
     };
-    let wanted: HashMap<AdapterKey, i64> = catalog.list()?.into_iter().map(|r| (r.id, r.revision)).collect();
+    let wanted: HashMap<AdapterKey, i64> = catalog
+        .list()?
+        .into_iter()
+        .map(|r| (r.id, r.revision))
+        .collect();
     let stale: Vec<AdapterKey> = index
         .revisions()
         .filter(|(k, rev)| wanted.get(*k) != Some(rev))
         .map(|(k, _)| k.clone())
         .collect();
-    let present: HashMap<AdapterKey, i64> = index.revisions().map(|(k, r)| (k.clone(), r)).collect();
-    let missing: HashSet<&AdapterKey> = wanted.iter().filter(|(k, r)| present.get(*k) != Some(r)).map(|(k, _)| k).collect();
+    let present: HashMap<AdapterKey, i64> =
+        index.revisions().map(|(k, r)| (k.clone(), r)).collect();
+    let missing: HashSet<&AdapterKey> = wanted
+        .iter()
+        .filter(|(k, r)| present.get(*k) != Some(r))
+        .map(|(k, _)| k)
+        .collect();
     if stale.is_empty() && missing.is_empty() {
         return Ok((index, IndexState::Loaded));
     }
@@ -110,7 +151,9 @@ fn sync_index(dir: &Path, catalog: &mut dyn Catalog, embedder: &dyn Embedder, pa
     let added = adds.len();
     index.insert_many(&adds)?;
     if index.needs_compaction() {
-        let state = IndexState::Rebuilt { reason: "too many removed vectors".into() };
+        let state = IndexState::Rebuilt {
+            reason: "too many removed vectors".into(),
+        };
         return Ok((build_index(catalog, embedder, params)?, state));
     }
     Ok((index, IndexState::Updated { added, removed }))
@@ -124,9 +167,16 @@ type OwnedVectors = (AdapterKey, i64, Vec<(TextKind, Vec<f32>)>);
 fn vectors_for(catalog: &mut dyn Catalog, embedder: &dyn Embedder) -> Result<Vec<OwnedVectors>> {
     let mut out = Vec::new();
     for stored in catalog.texts(embedder.id())? {
-        let complete = stored.texts.iter().all(|(_, _, v)| v.as_ref().is_some_and(|v| v.len() == embedder.dim()));
+        let complete = stored
+            .texts
+            .iter()
+            .all(|(_, _, v)| v.as_ref().is_some_and(|v| v.len() == embedder.dim()));
         let vectors: Vec<Vec<f32>> = if complete {
-            stored.texts.iter().filter_map(|(_, _, v)| v.clone()).collect()
+            stored
+                .texts
+                .iter()
+                .filter_map(|(_, _, v)| v.clone())
+                .collect()
         } else {
             let texts: Vec<&str> = stored.texts.iter().map(|(_, t, _)| t.as_str()).collect();
             let fresh = embedder.embed(&texts)?;
@@ -140,7 +190,11 @@ fn vectors_for(catalog: &mut dyn Catalog, embedder: &dyn Embedder) -> Result<Vec
 }
 
 /// A fresh index of every adapter in the catalog.
-pub(crate) fn build_index(catalog: &mut dyn Catalog, embedder: &dyn Embedder, params: GraphParams) -> Result<VectorIndex> {
+pub(crate) fn build_index(
+    catalog: &mut dyn Catalog,
+    embedder: &dyn Embedder,
+    params: GraphParams,
+) -> Result<VectorIndex> {
     let _span = tracing::info_span!("index_build").entered();
     let all = vectors_for(catalog, embedder)?;
     let points = all.iter().map(|(_, _, v)| v.len()).sum();

@@ -78,8 +78,11 @@ pub struct NewRecord {
 impl NewRecord {
     /// `(kind, text)` in the order of `vectors`.
     pub fn texts(&self) -> impl Iterator<Item = (TextKind, &str)> + '_ {
-        std::iter::once((TextKind::Description, self.description.as_str()))
-            .chain(self.examples.iter().map(|e| (TextKind::Example, e.as_str())))
+        std::iter::once((TextKind::Description, self.description.as_str())).chain(
+            self.examples
+                .iter()
+                .map(|e| (TextKind::Example, e.as_str())),
+        )
     }
 }
 

@@ -66,14 +66,19 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         assert_eq!(migrate(&mut conn).unwrap(), Ok(0));
         assert_eq!(migrate(&mut conn).unwrap(), Ok(VERSION));
-        let g: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| r.get(0)).unwrap();
+        let g: i64 = conn
+            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
         assert_eq!(g, 0);
     }
 
     #[test]
     fn refuses_a_newer_database() {
         let mut conn = Connection::open_in_memory().unwrap();
-        conn.pragma_update(None, "user_version", VERSION + 1).unwrap();
+        conn.pragma_update(None, "user_version", VERSION + 1)
+            .unwrap();
         assert_eq!(migrate(&mut conn).unwrap(), Err(VERSION + 1));
     }
 }

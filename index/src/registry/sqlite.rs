@@ -25,8 +25,10 @@ impl SqliteCatalog {
         let db = |e| IndexError::db(path, e);
         let mut conn = Connection::open(path).map_err(db)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         if let Err(found) = schema::migrate(&mut conn).map_err(db)? {
             return Err(IndexError::SchemaTooNew {
@@ -54,11 +56,15 @@ impl SqliteCatalog {
 
     fn read_record(&self, row: RawRow) -> Result<AdapterRecord> {
         let id = AdapterKey::new(&row.id).map_err(|e| self.corrupt(e.to_string()))?;
-        let tags: Vec<String> = serde_json::from_str(&row.tags).map_err(|e| self.corrupt(format!("{id}: tags: {e}")))?;
-        let config: ConfigSummary = serde_json::from_str(&row.config).map_err(|e| self.corrupt(format!("{id}: config: {e}")))?;
+        let tags: Vec<String> = serde_json::from_str(&row.tags)
+            .map_err(|e| self.corrupt(format!("{id}: tags: {e}")))?;
+        let config: ConfigSummary = serde_json::from_str(&row.config)
+            .map_err(|e| self.corrupt(format!("{id}: config: {e}")))?;
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT name, sha256, bytes FROM files WHERE adapter_id = ?1 ORDER BY name")
+            .prepare_cached(
+                "SELECT name, sha256, bytes FROM files WHERE adapter_id = ?1 ORDER BY name",
+            )
             .map_err(|e| self.db(e))?;
         let files = stmt
             .query_map([&row.id], |r| {
@@ -72,7 +78,9 @@ impl SqliteCatalog {
             .map_err(|e| self.db(e))?;
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT text FROM texts WHERE adapter_id = ?1 AND kind = 'example' ORDER BY ord")
+            .prepare_cached(
+                "SELECT text FROM texts WHERE adapter_id = ?1 AND kind = 'example' ORDER BY ord",
+            )
             .map_err(|e| self.db(e))?;
         let examples = stmt
             .query_map([&row.id], |r| r.get(0))
@@ -93,7 +101,8 @@ impl SqliteCatalog {
     }
 
     fn records(&self, filter: Option<&AdapterKey>) -> Result<Vec<AdapterRecord>> {
-        let sql = "SELECT id, folder, description, tags, config, revision, created_at_ms, updated_at_ms \
+        let sql =
+            "SELECT id, folder, description, tags, config, revision, created_at_ms, updated_at_ms \
                    FROM adapters WHERE ?1 IS NULL OR id = ?1 ORDER BY id";
         let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.db(e))?;
         let raw = stmt
@@ -138,7 +147,11 @@ fn vector_blob(v: &[f32]) -> Vec<u8> {
 }
 
 fn blob_vector(b: &[u8]) -> Option<Vec<f32>> {
-    (b.len() % 4 == 0).then(|| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    (b.len() % 4 == 0).then(|| {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    })
 }
 
 impl Catalog for SqliteCatalog {
@@ -152,7 +165,9 @@ impl Catalog for SqliteCatalog {
 
     fn generation(&self) -> Result<i64> {
         self.conn
-            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
+                r.get(0)
+            })
             .map_err(|e| self.db(e))
     }
 
@@ -169,11 +184,15 @@ impl Catalog for SqliteCatalog {
             let kind: String = r.get(2).map_err(get)?;
             let text: String = r.get(3).map_err(get)?;
             let blob: Option<Vec<u8>> = r.get(4).map_err(get)?;
-            let kind = TextKind::parse(&kind).ok_or_else(|| self.corrupt(format!("{id}: text kind {kind:?}")))?;
-            let vector = match blob {
-                Some(b) => Some(blob_vector(&b).ok_or_else(|| self.corrupt(format!("{id}: vector of {} bytes", b.len())))?),
-                None => None,
-            };
+            let kind = TextKind::parse(&kind)
+                .ok_or_else(|| self.corrupt(format!("{id}: text kind {kind:?}")))?;
+            let vector =
+                match blob {
+                    Some(b) => Some(blob_vector(&b).ok_or_else(|| {
+                        self.corrupt(format!("{id}: vector of {} bytes", b.len()))
+                    })?),
+                    None => None,
+                };
             if out.last().is_none_or(|s| s.id.as_str() != id) {
                 let key = AdapterKey::new(&id).map_err(|e| self.corrupt(e.to_string()))?;
                 out.push(StoredTexts {
@@ -198,7 +217,8 @@ impl Catalog for SqliteCatalog {
                 .prepare("UPDATE texts SET embedder = ?1, vector = ?2 WHERE adapter_id = ?3 AND ord = ?4")
                 .map_err(db)?;
             for (ord, v) in vectors.iter().enumerate() {
-                stmt.execute(params![embedder, vector_blob(v), id.as_str(), ord as i64]).map_err(db)?;
+                stmt.execute(params![embedder, vector_blob(v), id.as_str(), ord as i64])
+                    .map_err(db)?;
             }
         }
         tx.commit().map_err(db)
@@ -207,7 +227,10 @@ impl Catalog for SqliteCatalog {
     fn write(&mut self, change: Change<'_>, step: LockedStep<'_>) -> Result<i64> {
         let path = self.path.clone();
         let db = |e| IndexError::db(&path, e);
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
         let folders: Vec<(AdapterKey, String)> = {
             let mut stmt = tx.prepare("SELECT id, folder FROM adapters").map_err(db)?;
             let rows = stmt
@@ -219,12 +242,18 @@ impl Catalog for SqliteCatalog {
                 .collect()
         };
         let mut generation: i64 = tx
-            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
+                r.get(0)
+            })
             .map_err(db)?;
         let existing_created: Option<i64> = match change {
             Change::Put { record, replace } => {
                 let created = tx
-                    .query_row("SELECT created_at_ms FROM adapters WHERE id = ?1", [record.id.as_str()], |r| r.get(0))
+                    .query_row(
+                        "SELECT created_at_ms FROM adapters WHERE id = ?1",
+                        [record.id.as_str()],
+                        |r| r.get(0),
+                    )
                     .optional()
                     .map_err(db)?;
                 if created.is_some() && !replace {
@@ -242,22 +271,26 @@ impl Catalog for SqliteCatalog {
             Change::Remove { ids } => {
                 generation += 1;
                 for id in ids {
-                    tx.execute("DELETE FROM adapters WHERE id = ?1", [id.as_str()]).map_err(db)?;
+                    tx.execute("DELETE FROM adapters WHERE id = ?1", [id.as_str()])
+                        .map_err(db)?;
                 }
             }
             Change::Put { record, .. } => {
                 generation += 1;
                 let now = now_ms();
-                let tags = serde_json::to_string(&record.tags).map_err(|e| IndexError::BadMetadata {
-                    id: record.id.to_string(),
-                    reason: e.to_string(),
-                })?;
-                let config = serde_json::to_string(&record.config).map_err(|e| IndexError::BadMetadata {
-                    id: record.id.to_string(),
-                    reason: e.to_string(),
-                })?;
+                let tags =
+                    serde_json::to_string(&record.tags).map_err(|e| IndexError::BadMetadata {
+                        id: record.id.to_string(),
+                        reason: e.to_string(),
+                    })?;
+                let config =
+                    serde_json::to_string(&record.config).map_err(|e| IndexError::BadMetadata {
+                        id: record.id.to_string(),
+                        reason: e.to_string(),
+                    })?;
                 // Deleting first cascades to the old files and texts of a replaced adapter.
-                tx.execute("DELETE FROM adapters WHERE id = ?1", [record.id.as_str()]).map_err(db)?;
+                tx.execute("DELETE FROM adapters WHERE id = ?1", [record.id.as_str()])
+                    .map_err(db)?;
                 tx.execute(
                     "INSERT INTO adapters (id, folder, description, tags, config, revision, created_at_ms, updated_at_ms) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -290,7 +323,11 @@ impl Catalog for SqliteCatalog {
                 }
             }
         }
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'generation'", [generation]).map_err(db)?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'generation'",
+            [generation],
+        )
+        .map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(generation)
     }

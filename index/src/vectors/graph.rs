@@ -57,7 +57,13 @@ pub(crate) struct Graph {
 impl Graph {
     pub(crate) fn new(params: GraphParams, capacity: usize) -> Self {
         let max_connections = params.max_connections.clamp(2, 255);
-        let hnsw = Hnsw::new(max_connections, capacity.max(16), MAX_LAYERS, params.ef_construction.max(8), UnitCosine);
+        let hnsw = Hnsw::new(
+            max_connections,
+            capacity.max(16),
+            MAX_LAYERS,
+            params.ef_construction.max(8),
+            UnitCosine,
+        );
         Self { hnsw, params }
     }
 
@@ -87,7 +93,10 @@ impl Graph {
     pub(crate) fn search(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
         let ef = self.params.ef_search.max(k);
         let found: Vec<Neighbour> = self.hnsw.search_filter(query, k, ef, None);
-        found.into_iter().map(|n| (n.d_id, 1.0 - n.distance)).collect()
+        found
+            .into_iter()
+            .map(|n| (n.d_id, 1.0 - n.distance))
+            .collect()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -115,19 +124,25 @@ impl Graph {
             path: dir.join(basename),
             reason,
         };
-        let loaded = catch_unwind(AssertUnwindSafe(|| {
-            // The default options read every point into memory (no mmap).
-            let mut io = HnswIo::new(dir, basename);
-            io.load_hnsw::<f32, UnitCosine>().map(|h| {
-                // SAFETY: hnsw_rs ties the graph's lifetime to the `HnswIo` because with
-                // mmap enabled points may borrow the mapping it owns. Mmap is off here (the
-                // default `ReloadOptions`), so every point owns its vector (`PointData::V`)
-                // and nothing borrows `io`; only the lifetime parameter changes.
-                unsafe { std::mem::transmute::<Hnsw<'_, f32, UnitCosine>, Hnsw<'static, f32, UnitCosine>>(h) }
-            })
-        }))
-        .map_err(|_| fail("hnsw_rs panicked while reading (malformed dump)".into()))?
-        .map_err(|e| fail(e.to_string()))?;
+        let loaded =
+            catch_unwind(AssertUnwindSafe(|| {
+                // The default options read every point into memory (no mmap).
+                let mut io = HnswIo::new(dir, basename);
+                io.load_hnsw::<f32, UnitCosine>().map(|h| {
+                    // SAFETY: hnsw_rs ties the graph's lifetime to the `HnswIo` because with
+                    // mmap enabled points may borrow the mapping it owns. Mmap is off here (the
+                    // default `ReloadOptions`), so every point owns its vector (`PointData::V`)
+                    // and nothing borrows `io`; only the lifetime parameter changes.
+                    unsafe {
+                        std::mem::transmute::<
+                            Hnsw<'_, f32, UnitCosine>,
+                            Hnsw<'static, f32, UnitCosine>,
+                        >(h)
+                    }
+                })
+            }))
+            .map_err(|_| fail("hnsw_rs panicked while reading (malformed dump)".into()))?
+            .map_err(|e| fail(e.to_string()))?;
         let mut hnsw = loaded;
         hnsw.set_searching_mode(true);
         Ok(Self { hnsw, params })
@@ -139,7 +154,9 @@ mod tests {
     use super::*;
 
     fn unit(seed: u32, dim: usize) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..dim).map(|i| ((seed as f32 + 1.0) * (i as f32 + 0.5)).sin()).collect();
+        let mut v: Vec<f32> = (0..dim)
+            .map(|i| ((seed as f32 + 1.0) * (i as f32 + 0.5)).sin())
+            .collect();
         crate::embed::l2_normalize(&mut v);
         v
     }
@@ -148,7 +165,11 @@ mod tests {
     fn finds_itself_and_survives_a_dump() {
         let vs: Vec<Vec<f32>> = (0..200).map(|s| unit(s, 24)).collect();
         let mut g = Graph::new(GraphParams::default(), vs.len());
-        let pts: Vec<(&[f32], usize)> = vs.iter().enumerate().map(|(i, v)| (v.as_slice(), i)).collect();
+        let pts: Vec<(&[f32], usize)> = vs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.as_slice(), i))
+            .collect();
         g.insert(&pts);
         let hit = g.search(&vs[17], 1);
         assert_eq!(hit[0].0, 17);

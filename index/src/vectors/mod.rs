@@ -139,7 +139,12 @@ impl VectorIndex {
     }
 
     /// Adds (or replaces) one adapter's vectors.
-    pub fn insert(&mut self, key: &AdapterKey, revision: i64, vectors: &[(TextKind, Vec<f32>)]) -> Result<()> {
+    pub fn insert(
+        &mut self,
+        key: &AdapterKey,
+        revision: i64,
+        vectors: &[(TextKind, Vec<f32>)],
+    ) -> Result<()> {
         self.insert_many(&[(key, revision, vectors)])
     }
 
@@ -235,10 +240,22 @@ mod tests {
     #[test]
     fn search_returns_the_owner_and_skips_removed_adapters() {
         let mut idx = VectorIndex::new(8, "test", GraphParams::default(), 16);
-        idx.insert(&key("a"), 1, &[(TextKind::Description, axis(0, 8)), (TextKind::Example, axis(1, 8))]).unwrap();
-        idx.insert(&key("b"), 2, &[(TextKind::Description, axis(2, 8))]).unwrap();
+        idx.insert(
+            &key("a"),
+            1,
+            &[
+                (TextKind::Description, axis(0, 8)),
+                (TextKind::Example, axis(1, 8)),
+            ],
+        )
+        .unwrap();
+        idx.insert(&key("b"), 2, &[(TextKind::Description, axis(2, 8))])
+            .unwrap();
         let hits = idx.search(&axis(1, 8), 1).unwrap();
-        assert_eq!((hits[0].key.as_str(), hits[0].kind), ("a", TextKind::Example));
+        assert_eq!(
+            (hits[0].key.as_str(), hits[0].kind),
+            ("a", TextKind::Example)
+        );
         assert!(idx.remove(&key("a")));
         let hits = idx.search(&axis(1, 8), 3).unwrap();
         assert!(hits.iter().all(|h| h.key.as_str() == "b"), "{hits:?}");
@@ -250,8 +267,10 @@ mod tests {
     #[test]
     fn replacing_an_adapter_keeps_only_its_new_vectors() {
         let mut idx = VectorIndex::new(4, "test", GraphParams::default(), 8);
-        idx.insert(&key("a"), 1, &[(TextKind::Description, axis(0, 4))]).unwrap();
-        idx.insert(&key("a"), 5, &[(TextKind::Description, axis(3, 4))]).unwrap();
+        idx.insert(&key("a"), 1, &[(TextKind::Description, axis(0, 4))])
+            .unwrap();
+        idx.insert(&key("a"), 5, &[(TextKind::Description, axis(3, 4))])
+            .unwrap();
         let hits = idx.search(&axis(0, 4), 4).unwrap();
         assert_eq!(hits.len(), 1);
         assert!((hits[0].similarity - 0.0).abs() < 1e-6);
@@ -263,7 +282,10 @@ mod tests {
         let mut idx = VectorIndex::new(4, "test", GraphParams::default(), 8);
         assert!(matches!(
             idx.insert(&key("a"), 1, &[(TextKind::Example, vec![1.0; 3])]),
-            Err(IndexError::Dimension { expected: 4, found: 3 })
+            Err(IndexError::Dimension {
+                expected: 4,
+                found: 3
+            })
         ));
         assert!(idx.search(&[1.0; 5], 1).is_err());
     }

@@ -42,11 +42,15 @@ fn data_file(dir: &Path, base: &str) -> PathBuf {
 }
 
 fn size(path: &Path) -> Result<u64> {
-    Ok(std::fs::metadata(path).map_err(|e| IndexError::io(path, e))?.len())
+    Ok(std::fs::metadata(path)
+        .map_err(|e| IndexError::io(path, e))?
+        .len())
 }
 
 fn fsync(path: &Path) -> Result<()> {
-    File::open(path).and_then(|f| f.sync_all()).map_err(|e| IndexError::io(path, e))
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| IndexError::io(path, e))
 }
 
 impl VectorIndex {
@@ -59,7 +63,11 @@ impl VectorIndex {
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         // hnsw_rs cannot dump an empty graph: an empty index is a manifest without a dump.
-        let basename = if self.points.is_empty() { String::new() } else { format!("g{nanos:x}-{}", std::process::id()) };
+        let basename = if self.points.is_empty() {
+            String::new()
+        } else {
+            format!("g{nanos:x}-{}", std::process::id())
+        };
         let (mut graph_bytes, mut data_bytes) = (0, 0);
         if !basename.is_empty() {
             self.graph.dump(dir, &basename)?;
@@ -85,8 +93,11 @@ impl VectorIndex {
         })?;
         let tmp = dir.join(format!("{MANIFEST}.tmp"));
         let mut f = File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
-        f.write_all(&text).and_then(|_| f.sync_all()).map_err(|e| IndexError::io(&tmp, e))?;
-        std::fs::rename(&tmp, dir.join(MANIFEST)).map_err(|e| IndexError::io(dir.join(MANIFEST), e))?;
+        f.write_all(&text)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| IndexError::io(&tmp, e))?;
+        std::fs::rename(&tmp, dir.join(MANIFEST))
+            .map_err(|e| IndexError::io(dir.join(MANIFEST), e))?;
         fsync(dir)?;
         remove_other_dumps(dir, &basename);
         Ok(())
@@ -103,7 +114,10 @@ impl VectorIndex {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(IndexError::io(&path, e)),
         };
-        let bad = |reason: String| IndexError::VectorIndex { path: path.clone(), reason };
+        let bad = |reason: String| IndexError::VectorIndex {
+            path: path.clone(),
+            reason,
+        };
         let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if m.format != FORMAT || m.embedder != embedder || m.dim != dim {
             return Err(bad(format!(
@@ -112,19 +126,29 @@ impl VectorIndex {
             )));
         }
         if m.points.iter().any(|p| p.entry as usize >= m.entries.len()) {
-            return Err(bad("a point names an adapter entry that does not exist".into()));
+            return Err(bad(
+                "a point names an adapter entry that does not exist".into()
+            ));
         }
         let graph = if m.basename.is_empty() {
             Graph::new(m.params, 16)
         } else {
-            let (graph_path, data_path) = (graph_file(dir, &m.basename), data_file(dir, &m.basename));
+            let (graph_path, data_path) =
+                (graph_file(dir, &m.basename), data_file(dir, &m.basename));
             if size(&graph_path)? != m.graph_bytes || size(&data_path)? != m.data_bytes {
-                return Err(bad(format!("the files of dump {} do not have their recorded sizes", m.basename)));
+                return Err(bad(format!(
+                    "the files of dump {} do not have their recorded sizes",
+                    m.basename
+                )));
             }
             Graph::load(dir, &m.basename, m.params)?
         };
         if graph.len() != m.points.len() {
-            return Err(bad(format!("the graph holds {} points; the manifest {}", graph.len(), m.points.len())));
+            return Err(bad(format!(
+                "the graph holds {} points; the manifest {}",
+                graph.len(),
+                m.points.len()
+            )));
         }
         let mut by_key = HashMap::new();
         for (i, e) in m.entries.iter().enumerate() {
@@ -132,7 +156,11 @@ impl VectorIndex {
                 return Err(bad(format!("adapter {} is live twice", e.key)));
             }
         }
-        let dead_points = m.points.iter().filter(|p| !m.entries[p.entry as usize].live).count();
+        let dead_points = m
+            .points
+            .iter()
+            .filter(|p| !m.entries[p.entry as usize].live)
+            .count();
         Ok(Some(Self {
             graph,
             dim,
@@ -147,7 +175,9 @@ impl VectorIndex {
 
 /// Deletes dumps other than `keep` (left by earlier saves or by a crash mid-save).
 fn remove_other_dumps(dir: &Path, keep: &str) {
-    let Ok(read) = std::fs::read_dir(dir) else { return };
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in read.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_dump = name.ends_with(".hnsw.graph") || name.ends_with(".hnsw.data");
@@ -170,13 +200,19 @@ mod tests {
         let mut idx = VectorIndex::new(3, "emb", GraphParams::default(), 8);
         let a = AdapterKey::new("a").unwrap();
         let b = AdapterKey::new("b").unwrap();
-        idx.insert(&a, 1, &[(TextKind::Description, vec![1.0, 0.0, 0.0])]).unwrap();
-        idx.insert(&b, 2, &[(TextKind::Example, vec![0.0, 1.0, 0.0])]).unwrap();
+        idx.insert(&a, 1, &[(TextKind::Description, vec![1.0, 0.0, 0.0])])
+            .unwrap();
+        idx.insert(&b, 2, &[(TextKind::Example, vec![0.0, 1.0, 0.0])])
+            .unwrap();
         idx.save(dir.path()).unwrap();
         idx.remove(&a);
         idx.save(dir.path()).unwrap();
         let dumps = std::fs::read_dir(dir.path()).unwrap().filter(|e| {
-            e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".hnsw.graph")
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".hnsw.graph")
         });
         assert_eq!(dumps.count(), 1);
 
@@ -186,18 +222,23 @@ mod tests {
         let hits = back.search(&[1.0, 0.0, 0.0], 2).unwrap();
         assert!(hits.iter().all(|h| h.key == b));
         assert!(VectorIndex::load(dir.path(), "other-embedder", 3).is_err());
-        assert!(VectorIndex::load(&dir.path().join("none"), "emb", 3).unwrap().is_none());
+        assert!(VectorIndex::load(&dir.path().join("none"), "emb", 3)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn an_empty_index_saves_and_loads() {
         let dir = tempfile::tempdir().unwrap();
-        VectorIndex::new(3, "emb", GraphParams::default(), 0).save(dir.path()).unwrap();
+        VectorIndex::new(3, "emb", GraphParams::default(), 0)
+            .save(dir.path())
+            .unwrap();
         let mut back = VectorIndex::load(dir.path(), "emb", 3).unwrap().unwrap();
         assert!(back.is_empty());
         assert!(back.search(&[1.0, 0.0, 0.0], 3).unwrap().is_empty());
         let a = AdapterKey::new("a").unwrap();
-        back.insert(&a, 1, &[(TextKind::Example, vec![0.0, 1.0, 0.0])]).unwrap();
+        back.insert(&a, 1, &[(TextKind::Example, vec![0.0, 1.0, 0.0])])
+            .unwrap();
         assert_eq!(back.search(&[0.0, 1.0, 0.0], 1).unwrap()[0].key, a);
     }
 }

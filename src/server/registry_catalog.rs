@@ -1,0 +1,126 @@
+//! The SQLite registry and its embedding index as the server's adapter catalog: ids and
+//! folders from the registry, `auto` through the router (retrieval + prior + cache).
+
+use super::catalog::{AdapterCatalog, CatalogEntry, CatalogError, Registration, RoutedCandidate};
+use loramux_index::{AdapterKey, IndexError, NewAdapter, Registry};
+use loramux_router::{PeftValidator, RoutePlan, Router};
+use loramux_runtime::AdapterId;
+use std::sync::{Arc, RwLock};
+
+pub struct RegistryCatalog {
+    router: Router,
+    validator: PeftValidator,
+}
+
+impl RegistryCatalog {
+    pub fn new(router: Router, validator: PeftValidator) -> Self {
+        Self { router, validator }
+    }
+
+    pub fn registry(&self) -> &Arc<RwLock<Registry>> {
+        self.router.registry()
+    }
+
+    fn entry(registry: &Registry, record: &loramux_index::AdapterRecord) -> Option<CatalogEntry> {
+        Some(CatalogEntry {
+            id: AdapterId::new(record.id.as_str()).ok()?,
+            dir: registry.adapter_dir(record),
+            description: record.description.clone(),
+        })
+    }
+}
+
+impl AdapterCatalog for RegistryCatalog {
+    fn list(&self) -> Vec<CatalogEntry> {
+        let Ok(registry) = self.registry().read() else {
+            return Vec::new();
+        };
+        let records = registry.list().unwrap_or_default();
+        records
+            .iter()
+            .filter_map(|r| Self::entry(&registry, r))
+            .collect()
+    }
+
+    fn get(&self, id: &str) -> Option<CatalogEntry> {
+        let key = AdapterKey::new(id).ok()?;
+        let registry = self.registry().read().ok()?;
+        let record = registry.get(&key).ok()?;
+        Self::entry(&registry, &record)
+    }
+
+    fn route(&self, prompt: &str) -> Vec<RoutedCandidate> {
+        match self.router.route(prompt) {
+            Ok(RoutePlan::Auto { candidates, top_k }) => {
+                // The kept top-k share the mixture: renormalize their priors to sum to 1.
+                let kept: Vec<_> = candidates.into_iter().take(top_k.max(1)).collect();
+                let total: f32 = kept.iter().map(|c| c.prior).sum();
+                kept.into_iter()
+                    .map(|c| RoutedCandidate {
+                        id: c.id,
+                        similarity: c.similarity,
+                        prior: if total > 0.0 { c.prior / total } else { 0.0 },
+                    })
+                    .collect()
+            }
+            Ok(RoutePlan::Fixed { adapters }) => adapters
+                .into_iter()
+                .map(|(id, w)| RoutedCandidate {
+                    id,
+                    similarity: 1.0,
+                    prior: w,
+                })
+                .collect(),
+            Ok(RoutePlan::Base) => Vec::new(),
+            Err(e) => {
+                tracing::warn!("routing failed, serving the base model: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn register(&self, r: Registration) -> Result<CatalogEntry, CatalogError> {
+        let id = AdapterKey::new(&r.id).map_err(map_err)?;
+        let mut registry = self
+            .registry()
+            .write()
+            .map_err(|_| CatalogError::Internal("registry lock poisoned".into()))?;
+        let record = registry
+            .register(
+                NewAdapter {
+                    id,
+                    source: r.path,
+                    description: r.description,
+                    examples: r.examples,
+                    tags: r.tags,
+                    replace: r.replace,
+                },
+                &self.validator,
+            )
+            .map_err(map_err)?;
+        Self::entry(&registry, &record)
+            .ok_or_else(|| CatalogError::Internal("registered id is not a valid adapter id".into()))
+    }
+
+    fn remove(&self, id: &str) -> Result<(), CatalogError> {
+        let key = AdapterKey::new(id).map_err(map_err)?;
+        let mut registry = self
+            .registry()
+            .write()
+            .map_err(|_| CatalogError::Internal("registry lock poisoned".into()))?;
+        registry.remove(&key).map_err(map_err)
+    }
+}
+
+fn map_err(e: IndexError) -> CatalogError {
+    match e {
+        IndexError::NotFound { id } => CatalogError::NotFound(id),
+        IndexError::InvalidKey { .. }
+        | IndexError::Duplicate { .. }
+        | IndexError::OutsideRoots { .. }
+        | IndexError::BadSource { .. }
+        | IndexError::Invalid { .. }
+        | IndexError::BadMetadata { .. } => CatalogError::Rejected(e.to_string()),
+        other => CatalogError::Internal(other.to_string()),
+    }
+}
