@@ -9,3 +9,5 @@ cargo build --workspace --all-targets
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# The real binary over HTTP with the official openai Python client.
+./scripts/openai-e2e.sh
