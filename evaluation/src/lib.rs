@@ -1,1 +1,4 @@
-//! placeholder
+//! loramux evaluation: benchmarks of the runtime (task suites, the adapter zoo and reports
+//! come next). Binaries stay thin: they parse arguments, call in here and print.
+
+pub mod bench;

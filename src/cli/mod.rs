@@ -1,7 +1,7 @@
 //! The command-line interface: one subcommand per file.
 
 mod adapters;
-// mod bench; (in progress)
+mod bench;
 mod bench_route;
 mod generate;
 mod models;
@@ -36,6 +36,8 @@ enum Command {
     Adapters(adapters::AdaptersArgs),
     /// Show the route plan (candidate adapters with scores) for a prompt.
     Route(route::RouteArgs),
+    /// Decode throughput: base, one adapter and mixed adapters, against candle's quantized_llama.
+    Bench(bench::BenchArgs),
     /// Routing benchmark: embedding throughput, index build/load, search and route latency.
     BenchRoute(bench_route::BenchRouteArgs),
 }
@@ -47,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Adapters(args) => adapters::run(args),
         Command::Route(args) => route::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::BenchRoute(args) => bench_route::run(args),
     }
 }

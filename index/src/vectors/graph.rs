@@ -124,11 +124,10 @@ impl Graph {
             path: dir.join(basename),
             reason,
         };
-        let loaded =
-            catch_unwind(AssertUnwindSafe(|| {
-                // The default options read every point into memory (no mmap).
-                let mut io = HnswIo::new(dir, basename);
-                io.load_hnsw::<f32, UnitCosine>().map(|h| {
+        let loaded = catch_unwind(AssertUnwindSafe(|| {
+            // The default options read every point into memory (no mmap).
+            let mut io = HnswIo::new(dir, basename);
+            io.load_hnsw::<f32, UnitCosine>().map(|h| {
                     // SAFETY: hnsw_rs ties the graph's lifetime to the `HnswIo` because with
                     // mmap enabled points may borrow the mapping it owns. Mmap is off here (the
                     // default `ReloadOptions`), so every point owns its vector (`PointData::V`)
@@ -140,9 +139,9 @@ impl Graph {
                         >(h)
                     }
                 })
-            }))
-            .map_err(|_| fail("hnsw_rs panicked while reading (malformed dump)".into()))?
-            .map_err(|e| fail(e.to_string()))?;
+        }))
+        .map_err(|_| fail("hnsw_rs panicked while reading (malformed dump)".into()))?
+        .map_err(|e| fail(e.to_string()))?;
         let mut hnsw = loaded;
         hnsw.set_searching_mode(true);
         Ok(Self { hnsw, params })

@@ -1,0 +1,96 @@
+//! `Engines`: everything loaded once per run — loramux's model, its adapter bank with the
+//! random adapters pinned, and candle's baseline — and the [`Decoder`] of each subject.
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use loramux_runtime::{AdapterBank, AdapterLease, BankConfig, BaseModel, NoAdapters, WeightDtype};
+
+use super::adapters::{load_random, row_candidates};
+use super::candle_run::{load_candle, CandleDecoder, CANDLE_MAX_POSITIONS};
+use super::config::{BenchConfig, Mode, Subject};
+use super::loramux_run::LoramuxDecoder;
+use super::timing::Decoder;
+
+pub struct Engines {
+    pub base: BaseModel,
+    /// Loaded only when the baseline is timed.
+    candle: Option<ModelWeights>,
+    bank: AdapterBank,
+    /// Pins the random adapters for the whole run; empty when no subject uses adapters.
+    leases: Vec<AdapterLease>,
+}
+
+impl Engines {
+    pub fn load(config: &BenchConfig) -> Result<Self> {
+        let base = BaseModel::load(&config.model, WeightDtype::Native)
+            .with_context(|| format!("loading {}", config.model.display()))?;
+        let cfg = base.model.config().clone();
+        let limit = cfg.max_position.min(CANDLE_MAX_POSITIONS);
+        ensure!(
+            config.positions() <= limit,
+            "prompt + warm-up + steps = {} positions, but the model (or candle's baseline) stops at {limit}",
+            config.positions()
+        );
+        let has = |want: fn(&Subject) -> bool| config.subjects.iter().any(want);
+        let candle = if has(|s| *s == Subject::Candle) {
+            Some(load_candle(&config.model)?)
+        } else {
+            None
+        };
+        let mut bank = AdapterBank::new(
+            &cfg,
+            BankConfig {
+                slots: config.adapters,
+                r_max: config.rank,
+            },
+        )?;
+        let leases = if has(|s| matches!(s, Subject::Loramux(Mode::One | Mode::Mixed { .. }))) {
+            load_random(&mut bank, &cfg, config.adapters, config.rank, config.seed)?
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            base,
+            candle,
+            bank,
+            leases,
+        })
+    }
+
+    /// One fresh decoder per subject, in order, over the same `prompts`. Each subject may
+    /// appear once (the baseline has a single, internal KV cache).
+    pub fn decoders<'a>(
+        &'a mut self,
+        subjects: &[Subject],
+        prompts: &'a [Vec<u32>],
+    ) -> Result<Vec<Box<dyn Decoder + 'a>>> {
+        let slots: Vec<u32> = self.leases.iter().map(AdapterLease::slot).collect();
+        let model = &self.base.model;
+        let bank = &self.bank;
+        let mut candle = self.candle.as_mut();
+        let mut out: Vec<Box<dyn Decoder + 'a>> = Vec::with_capacity(subjects.len());
+        for &subject in subjects {
+            out.push(match subject {
+                Subject::Candle => match candle.take() {
+                    Some(weights) => Box::new(CandleDecoder::new(weights, prompts)?),
+                    None => bail!("the baseline is not loaded, or was asked for twice"),
+                },
+                Subject::Loramux(Mode::Base) => {
+                    let candidates = row_candidates(Mode::Base, prompts.len(), &slots);
+                    Box::new(LoramuxDecoder::new(
+                        model,
+                        &NoAdapters,
+                        prompts,
+                        candidates,
+                    )?)
+                }
+                Subject::Loramux(mode) => {
+                    ensure!(!slots.is_empty(), "the adapters were not loaded");
+                    let candidates = row_candidates(mode, prompts.len(), &slots);
+                    Box::new(LoramuxDecoder::new(model, bank, prompts, candidates)?)
+                }
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,101 @@
+//! Renders a [`BenchReport`] as the text `loramux bench` prints: the setting, one line per
+//! shape (batch × subject), and the ratios per batch.
+
+use std::fmt::{self, Display, Formatter, Write as _};
+
+use super::machine::LoadAverage;
+use super::report::{BatchRatios, BenchReport, RatioSet};
+
+/// Picks one ratio out of a set.
+type Pick = fn(&RatioSet) -> Option<f64>;
+/// Picks one set (mean or median) out of a batch's ratios.
+type SetOf = fn(&BatchRatios) -> &RatioSet;
+
+impl Display for BenchReport {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        let t = &self.threads;
+        writeln!(f, "model: {}", c.model.display())?;
+        writeln!(
+            f,
+            "threads: {} (candle quantized {}, candle float {}, rayon {})",
+            t.requested, t.candle_quantized, t.candle_float, t.rayon_global
+        )?;
+        writeln!(f, "compiled with: {}", self.features.summary())?;
+        writeln!(
+            f,
+            "per shape: prefill {} tokens/row, {} warm-up + {} timed decode steps (greedy)",
+            c.prompt_len, c.warmup_steps, c.steps
+        )?;
+        writeln!(
+            f,
+            "(candle's prefill runs one position at a time: its [batch, len] prefill fails for batch > 1)"
+        )?;
+        writeln!(
+            f,
+            "adapters: {} random, rank {}, on q,k,v,o,gate,up,down of every layer",
+            c.adapters, c.rank
+        )?;
+        writeln!(
+            f,
+            "load average (1/5/15 min): before {}, after {}",
+            load(self.load_before),
+            load(self.load_after)
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:>5}  {:<24} {:>10} {:>10} {:>10} {:>11}",
+            "batch", "subject", "tok/s", "ms/step", "p50 ms", "prefill ms"
+        )?;
+        for m in &self.measurements {
+            writeln!(
+                f,
+                "{:>5}  {:<24} {:>10.1} {:>10.2} {:>10.2} {:>11.1}",
+                m.batch,
+                m.subject.to_string(),
+                m.tokens_per_s,
+                m.ms_per_step,
+                m.median_ms_per_step,
+                m.prefill_ms
+            )?;
+        }
+        writeln!(f)?;
+        let mixed = format!("mixed{}", c.adapters);
+        let rows: [(String, Pick); 3] = [
+            (format!("{mixed}/base time"), |r| r.mixed_over_base_time),
+            ("one/base time".into(), |r| r.one_over_base_time),
+            ("loramux base / candle tok/s".into(), |r| {
+                r.base_over_candle_throughput
+            }),
+        ];
+        for (title, set) in [
+            ("from total decode time", (|b| &b.mean) as SetOf),
+            ("from the median step", |b| &b.median),
+        ] {
+            let mut header = format!("{:<34}", format!("ratio ({title})"));
+            for r in &self.ratios {
+                write!(header, " {:>8}", format!("b={}", r.batch))?;
+            }
+            writeln!(f, "{header}")?;
+            for (name, pick) in &rows {
+                let mut line = format!("  {name:<32}");
+                for r in &self.ratios {
+                    match pick(set(r)) {
+                        Some(v) => write!(line, " {v:>8.2}")?,
+                        None => write!(line, " {:>8}", "-")?,
+                    }
+                }
+                writeln!(f, "{line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn load(avg: Option<LoadAverage>) -> String {
+    match avg {
+        Some([a, b, c]) => format!("{a:.2} {b:.2} {c:.2}"),
+        None => "unknown".into(),
+    }
+}

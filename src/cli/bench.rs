@@ -1,0 +1,77 @@
+//! `loramux bench`: decode throughput of loramux (base, one adapter, mixed adapters) against
+//! candle's quantized_llama. Parses the flags; the benchmark lives in `loramux_eval::bench`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use loramux_eval::bench::{self, BenchConfig};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// GGUF file of the base model, or `default` for the default model.
+    #[arg(long, default_value = "default")]
+    model: String,
+    /// Threads for candle's kernels and rayon's pool.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Batch sizes, comma-separated [default: 1,8,32; 1,8 with --quick].
+    #[arg(long)]
+    batches: Option<String>,
+    /// Decode steps timed per shape [default: 24; 8 with --quick].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Rank of the random adapters.
+    #[arg(long, default_value_t = 16)]
+    rank: usize,
+    /// Distinct adapters in the mixed mode.
+    #[arg(long, default_value_t = 8)]
+    adapters: usize,
+    /// Time only these, comma-separated: candle, base, one, mixed [default: all].
+    #[arg(long)]
+    only: Option<String>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// CI smoke run: batches 1 and 8, few steps.
+    #[arg(long)]
+    quick: bool,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let model = if args.model == "default" {
+        loramux_runtime::fetch::default_model_path()?
+    } else {
+        PathBuf::from(&args.model)
+    };
+    let defaults = if args.quick {
+        BenchConfig::quick(model)
+    } else {
+        BenchConfig::new(model)
+    };
+    let batches = match &args.batches {
+        Some(text) => bench::parse_batches(text)?,
+        None => defaults.batches.clone(),
+    };
+    let subjects = match &args.only {
+        Some(text) => bench::parse_subjects(text, args.adapters)?,
+        None => bench::all_subjects(args.adapters),
+    };
+    let config = BenchConfig {
+        threads: args.threads,
+        batches,
+        subjects,
+        steps: args.steps.unwrap_or(defaults.steps),
+        rank: args.rank,
+        adapters: args.adapters,
+        ..defaults
+    };
+    let report = bench::run(&config)?;
+    print!("{report}");
+    if let Some(path) = args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&path, json + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
