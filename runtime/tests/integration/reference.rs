@@ -125,6 +125,19 @@ fn setup(base: &BaseModel, cases: &[Case]) -> Setup {
     }
 }
 
+impl Setup {
+    fn run(&self, base: &BaseModel, requests: &[GenerationRequest]) -> Vec<GenerationOutput> {
+        generate_batch(
+            &base.model,
+            &self.bank,
+            &FixedGate,
+            requests,
+            &mut |_, _| {},
+        )
+        .expect("generation")
+    }
+}
+
 fn check_f32(case: &Case, out: &GenerationOutput) {
     let ours: Vec<u32> = out.top_logits.iter().map(|(id, _)| *id).collect();
     let theirs: Vec<u32> = case.top_logits.iter().map(|(id, _)| *id).collect();
@@ -149,14 +162,7 @@ fn f32_cases_match_transformers_one_by_one() {
     let base = load_base(WeightDtype::F32);
     for case in &fx.cases {
         let s = setup(&base, std::slice::from_ref(case));
-        let out = generate_batch(
-            &base.model,
-            &s.bank,
-            &FixedGate,
-            &s.requests,
-            &mut |_, _| {},
-        )
-        .expect("generation");
+        let out = s.run(&base, &s.requests);
         check_f32(case, &out[0]);
     }
 }
@@ -188,14 +194,7 @@ fn f32_mixed_batch_matches_each_row_alone() {
             batch.name
         );
         let s = setup(&base, &cases);
-        let out = generate_batch(
-            &base.model,
-            &s.bank,
-            &FixedGate,
-            &s.requests,
-            &mut |_, _| {},
-        )
-        .expect("generation");
+        let out = s.run(&base, &s.requests);
         assert_eq!(out.len(), cases.len());
         for (case, o) in cases.iter().zip(&out) {
             check_f32(case, o);
@@ -225,8 +224,7 @@ fn quantized_weights_keep_the_top1_token() {
                 ..r.clone()
             })
             .collect();
-        let out = generate_batch(&base.model, &s.bank, &FixedGate, &requests, &mut |_, _| {})
-            .expect("generation");
+        let out = s.run(&base, &requests);
         let mut exact = 0;
         for (case, o) in fx.cases.iter().zip(&out) {
             let ours = o.top_logits[0].0;
