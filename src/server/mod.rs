@@ -121,8 +121,15 @@ async fn chat(
             .find(|m| m.role == "user")
             .map(|m| m.content.clone())
             .unwrap_or_default();
-        let ids = state.base.chat_ids(&messages)?;
-        let prepared = generation::validate(&state, Kind::Chat, params, ids, &routing_text)?;
+        // Tokenizing, routing (an embedding) and reading adapter files block: keep them off
+        // the async workers.
+        let st = state.clone();
+        let prepared = web::block(move || {
+            let ids = st.base.chat_ids(&messages)?;
+            generation::validate(&st, Kind::Chat, params, ids, &routing_text)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
         generation::respond(state.clone(), prepared).await
     }
     .await;
@@ -136,11 +143,16 @@ async fn completions(
     let state = state.into_inner();
     let result = async {
         let CompletionRequest { prompt, params } = body.into_inner();
-        let ids = state.base.raw_ids(&prompt)?;
-        if ids.is_empty() {
-            return Err(ApiError::InvalidRequest("`prompt` is empty".into()));
-        }
-        let prepared = generation::validate(&state, Kind::Text, params, ids, &prompt)?;
+        let st = state.clone();
+        let prepared = web::block(move || {
+            let ids = st.base.raw_ids(&prompt)?;
+            if ids.is_empty() {
+                return Err(ApiError::InvalidRequest("`prompt` is empty".into()));
+            }
+            generation::validate(&st, Kind::Text, params, ids, &prompt)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
         generation::respond(state.clone(), prepared).await
     }
     .await;
