@@ -59,6 +59,10 @@ pub trait AdapterCatalog: Send + Sync {
     fn remove(&self, _id: &str) -> Result<(), CatalogError> {
         Err(CatalogError::ReadOnly)
     }
+    /// Where uploaded files may be staged before `register` (inside an allowed root).
+    fn upload_dir(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Every sub-folder of one folder is an adapter named after the folder. No retrieval:

@@ -312,7 +312,7 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
         } else {
             "cmpl"
         },
-        rand_id()
+        request_id()
     );
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -443,7 +443,8 @@ fn chunk(
     Bytes::from(format!("data: {v}\n\n"))
 }
 
-fn rand_id() -> u64 {
+/// A process-unique id for responses and staging folders.
+pub fn request_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let t = SystemTime::now()

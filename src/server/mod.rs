@@ -7,6 +7,7 @@ mod generation;
 mod metrics;
 mod openai;
 mod registry_catalog;
+mod upload;
 
 pub use catalog::{
     AdapterCatalog, CatalogEntry, CatalogError, DirCatalog, LoadedAdapters, Registration,
@@ -286,11 +287,27 @@ fn catalog_error(e: CatalogError) -> ApiError {
 async fn register_adapter(
     state: web::Data<ServerState>,
     req: HttpRequest,
-    body: web::Json<Registration>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
+    let mut _staging = None;
+    let registration = if upload::is_multipart(&req) {
+        let root = state
+            .catalog
+            .upload_dir()
+            .ok_or_else(|| catalog_error(CatalogError::ReadOnly))?;
+        let dir = root.join(format!(
+            ".upload-{}-{}",
+            std::process::id(),
+            generation::request_id()
+        ));
+        let reg = upload::read_multipart(&req, payload, &dir).await;
+        _staging = Some(upload::Staging(dir));
+        reg?
+    } else {
+        upload::read_json(payload, state.limits.max_body_bytes).await?
+    };
     let st = state.clone().into_inner();
-    let registration = body.into_inner();
     let entry = web::block(move || st.catalog.register(registration))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?

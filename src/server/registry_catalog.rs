@@ -102,6 +102,13 @@ impl AdapterCatalog for RegistryCatalog {
             .ok_or_else(|| CatalogError::Internal("registered id is not a valid adapter id".into()))
     }
 
+    fn upload_dir(&self) -> Option<std::path::PathBuf> {
+        self.registry()
+            .read()
+            .ok()
+            .map(|r| r.root().join("uploads"))
+    }
+
     fn remove(&self, id: &str) -> Result<(), CatalogError> {
         let key = AdapterKey::new(id).map_err(map_err)?;
         let mut registry = self

@@ -464,6 +464,66 @@ async fn registry_registration_auto_routing_and_admin_auth() {
         "mixture weights sum to 1: {weights}"
     );
 
+    // Multipart upload of the two PEFT files.
+    let boundary = "loramuxBoundary7";
+    let multipart = |files: &[&str]| {
+        let mut body = Vec::new();
+        for (name, value) in [
+            ("id", "uploaded"),
+            ("description", "Uploaded over HTTP"),
+            ("examples", "[\"an example\"]"),
+        ] {
+            body.extend(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").into_bytes(),
+            );
+        }
+        for file in files {
+            let bytes =
+                std::fs::read(fixtures.join("r4_rank_pattern").join(file)).expect("fixture file");
+            body.extend(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{file}\"; filename=\"{file}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .into_bytes(),
+            );
+            body.extend(bytes);
+            body.extend(b"\r\n");
+        }
+        body.extend(format!("--{boundary}--\r\n").into_bytes());
+        test::TestRequest::post()
+            .uri("/v1/adapters")
+            .insert_header(("authorization", "Bearer s3cret"))
+            .insert_header((
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            ))
+            .set_payload(body)
+            .to_request()
+    };
+    let half = test::call_service(&app, multipart(&["adapter_config.json"])).await;
+    assert_eq!(half.status().as_u16(), 400, "one file is not an adapter");
+    let up = test::call_service(
+        &app,
+        multipart(&["adapter_config.json", "adapter_model.safetensors"]),
+    )
+    .await;
+    assert_eq!(up.status().as_u16(), 201);
+    let got: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get()
+            .uri("/v1/adapters/uploaded")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(got["description"], "Uploaded over HTTP");
+    let leftovers = std::fs::read_dir(dir.path().join("uploads"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(
+        leftovers, 0,
+        "staging folders are removed after registration"
+    );
+
     let del = test::TestRequest::delete()
         .uri("/v1/adapters/cooking")
         .insert_header(("authorization", "Bearer s3cret"))
