@@ -9,5 +9,7 @@ cargo build --workspace --all-targets
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# The decode benchmark runs (a smoke run: its figures on a CI machine are for orientation).
+./target/debug/loramux bench --quick
 # The real binary over HTTP with the official openai Python client.
 ./scripts/openai-e2e.sh
