@@ -23,6 +23,19 @@ fn case<'a>(reference: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("fixture case {name}"))
 }
 
+/// `generate` as the fixtures were made: f32 weights, raw prompt, 16 greedy tokens past EOS.
+const REFERENCE_ARGS: [&str; 9] = [
+    "generate",
+    "--dtype",
+    "f32",
+    "--raw",
+    "--greedy",
+    "--ignore-eos",
+    "--max-tokens",
+    "16",
+    "--json",
+];
+
 fn loramux(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_loramux"))
         .args(args)
@@ -81,17 +94,7 @@ fn assert_matches(out: &Value, case: &Value) {
 fn generate_json_with_a_weighted_adapter_mix_matches_the_reference() {
     let reference = reference();
     let c = case(&reference, "mix_r8_r2");
-    let mut args = vec![
-        "generate",
-        "--dtype",
-        "f32",
-        "--raw",
-        "--greedy",
-        "--ignore-eos",
-        "--max-tokens",
-        "16",
-        "--json",
-    ];
+    let mut args = REFERENCE_ARGS.to_vec();
     let prompt = c["prompt"].as_str().expect("prompt").to_string();
     args.extend(["--prompt", &prompt]);
     let flags = adapter_flags(c);
@@ -133,19 +136,9 @@ fn generate_batch_runs_a_mixed_batch_in_order() {
         lines.push('\n');
     }
     std::fs::write(&file, lines).expect("write batch");
-    let out = loramux(&[
-        "generate",
-        "--dtype",
-        "f32",
-        "--raw",
-        "--greedy",
-        "--ignore-eos",
-        "--max-tokens",
-        "16",
-        "--json",
-        "--batch",
-        file.to_str().expect("utf-8 path"),
-    ]);
+    let mut args = REFERENCE_ARGS.to_vec();
+    args.extend(["--batch", file.to_str().expect("utf-8 path")]);
+    let out = loramux(&args);
     assert!(
         out.status.success(),
         "{}",
