@@ -122,12 +122,44 @@ impl LoadedAdapters {
         if let Some(a) = self.map.get(&entry.id) {
             return Ok(a.clone());
         }
-        let adapter = Arc::new(Adapter::load(entry.id.clone(), &entry.dir, cfg)?);
+        let adapter = Arc::new(Adapter::load(bank_id(entry)?, &entry.dir, cfg)?);
         self.map.insert(entry.id.clone(), adapter.clone());
         Ok(adapter)
     }
 
     pub fn forget(&self, id: &AdapterId) {
         self.map.remove(id);
+    }
+}
+
+/// The id an adapter has inside the `AdapterBank`: the catalog id plus a hash of its folder.
+/// The bank keys residency by id, so an adapter replaced under the same catalog id (a new
+/// registry folder) must not hit the old, still-resident weights.
+fn bank_id(entry: &CatalogEntry) -> loramux_runtime::Result<AdapterId> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    entry.dir.hash(&mut h);
+    let id = entry.id.as_str();
+    let prefix = &id[..id.len().min(AdapterId::MAX_LEN - 9)];
+    AdapterId::new(&format!("{prefix}.{:08x}", h.finish() as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_adapter_gets_a_new_bank_id() {
+        let entry = |dir: &str| CatalogEntry {
+            id: AdapterId::new(&"a".repeat(AdapterId::MAX_LEN)).unwrap(),
+            dir: PathBuf::from(dir),
+            description: String::new(),
+        };
+        let first = bank_id(&entry("/r/adapters/x@1")).unwrap();
+        let again = bank_id(&entry("/r/adapters/x@1")).unwrap();
+        let replaced = bank_id(&entry("/r/adapters/x@2")).unwrap();
+        assert_eq!(first, again);
+        assert_ne!(first, replaced);
+        assert!(first.as_str().len() <= AdapterId::MAX_LEN);
     }
 }
