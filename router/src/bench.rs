@@ -245,25 +245,21 @@ pub fn run(
     let _ = std::fs::remove_dir_all(&cfg.workdir);
     let t = Instant::now();
     index.save(&cfg.workdir)?;
+    let load_saved = || -> Result<VectorIndex> {
+        VectorIndex::load(&cfg.workdir, embedder.id(), dim)?.ok_or_else(|| RouterError::Config {
+            field: "workdir",
+            reason: "the saved index vanished".into(),
+        })
+    };
     let save_s = t.elapsed().as_secs_f64();
     progress(Stage::SaveLoad, 1, 2);
     drop(index);
     let t = Instant::now();
-    let index = VectorIndex::load(&cfg.workdir, embedder.id(), dim)?.ok_or_else(|| {
-        RouterError::Config {
-            field: "workdir",
-            reason: "the saved index vanished".into(),
-        }
-    })?;
+    let index = load_saved()?;
     let load_s = t.elapsed().as_secs_f64();
     drop(index);
     let t = Instant::now();
-    let index = VectorIndex::load(&cfg.workdir, embedder.id(), dim)?.ok_or_else(|| {
-        RouterError::Config {
-            field: "workdir",
-            reason: "the saved index vanished".into(),
-        }
-    })?;
+    let index = load_saved()?;
     let reload_warm_s = t.elapsed().as_secs_f64();
     progress(Stage::SaveLoad, 2, 2);
 

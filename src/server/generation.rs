@@ -89,13 +89,8 @@ pub fn validate(
             .map_err(|e| ApiError::Internal(format!("adapter {id}: {e}")))?;
         adapters.push((adapter, weight));
     }
-    for (id, _) in &routing
-        .weights
-        .iter()
-        .map(|w| (w.id.clone(), w.weight))
-        .collect::<Vec<_>>()
-    {
-        state.metrics.routed(id);
+    for w in &routing.weights {
+        state.metrics.routed(&w.id);
     }
     Ok(Prepared {
         kind,
@@ -269,6 +264,10 @@ impl Run {
 
     /// If `piece` completes a stop string, the part of `piece` before it.
     fn stop_cut(&self, piece: &str) -> Option<String> {
+        // Runs for every token: without stop strings there is nothing to join or search.
+        if self.stop.is_empty() {
+            return None;
+        }
         let joined = format!("{}{piece}", self.text);
         self.stop
             .iter()
