@@ -2,7 +2,7 @@
 //! GGUF file or Hugging Face folder.
 
 use crate::weights::{self, TokenizerSource, WeightDtype};
-use crate::{ChatMessage, ChatTemplate, LlamaModel, Result, Tokenizer};
+use crate::{ChatMessage, ChatTemplate, LlamaModel, Result, RuntimeError, Tokenizer};
 use std::path::Path;
 
 pub struct BaseModel {
@@ -33,6 +33,11 @@ impl BaseModel {
                     None => ChatTemplate::chatml(None, None)?,
                 };
                 (tokenizer, template)
+            }
+            TokenizerSource::Absent => {
+                return Err(RuntimeError::UnsupportedModel {
+                    reason: format!("{} has no tokenizer", path.display()),
+                })
             }
         };
         let model = LlamaModel::load(source.as_mut(), dtype)?;

@@ -19,6 +19,7 @@ pub mod kv_cache;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 
 pub use adapter::{Adapter, AdapterId};

@@ -10,7 +10,7 @@ mod base_weight;
 mod layer;
 mod norm;
 mod projection;
-mod rope;
+pub(crate) mod rope;
 
 pub use projection::{LoraStacks, NoAdapters};
 

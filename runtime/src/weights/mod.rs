@@ -6,10 +6,12 @@
 //! tensors come back as F32 `QTensor`s.
 
 mod gguf;
+mod memory;
 mod rope_layout;
 mod safetensors_dir;
 
 pub use gguf::GgufSource;
+pub use memory::MemorySource;
 pub use rope_layout::unpermute_interleaved_rows;
 pub use safetensors_dir::SafetensorsSource;
 
@@ -69,6 +71,8 @@ pub enum TokenizerSource {
         tokenizer_json: std::path::PathBuf,
         chat_template: Option<String>,
     },
+    /// Weights without a vocabulary (models built in memory for tests).
+    Absent,
 }
 
 /// A model file or folder that can hand out its config and tensors.
