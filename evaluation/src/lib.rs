@@ -1,4 +1,5 @@
-//! loramux evaluation: benchmarks of the runtime (task suites, the adapter zoo and reports
-//! come next). Binaries stay thin: they parse arguments, call in here and print.
+//! loramux evaluation: benchmarks of the runtime and the task suite (the adapter zoo and
+//! reports come next). Binaries stay thin: they parse arguments, call in here and print.
 
 pub mod bench;
+pub mod tasks;
