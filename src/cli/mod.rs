@@ -3,10 +3,14 @@
 mod adapters;
 mod bench;
 mod bench_route;
+mod eval;
 mod generate;
 mod models;
 mod route;
 mod serve;
+mod tasks;
+mod train;
+mod zoo;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +42,14 @@ enum Command {
     Route(route::RouteArgs),
     /// Decode throughput: base, one adapter and mixed adapters, against candle's quantized_llama.
     Bench(bench::BenchArgs),
+    /// Train a LoRA adapter (PEFT format) on a task of the suite or a JSONL file.
+    Train(train::TrainArgs),
+    /// Evaluate routing strategies on the task suite; writes results.json, report.md, plots.
+    Eval(eval::EvalArgs),
+    /// The task suite: list tasks, show examples, export training data.
+    Tasks(tasks::TasksArgs),
+    /// Build or register the adapter zoo (one adapter per task of the default suite).
+    Zoo(zoo::ZooArgs),
     /// Routing benchmark: embedding throughput, index build/load, search and route latency.
     BenchRoute(bench_route::BenchRouteArgs),
 }
@@ -51,5 +63,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Route(args) => route::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchRoute(args) => bench_route::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Zoo(args) => zoo::run(args),
+        Command::Tasks(args) => tasks::run(args),
+        Command::Eval(args) => eval::run_cli(args),
     }
 }

@@ -30,6 +30,9 @@ pub struct ServeArgs {
     adapters_dir: Option<PathBuf>,
     #[command(flatten)]
     registry: RegistryArgs,
+    /// Do not register the project's adapter zoo on the registry's first start.
+    #[arg(long)]
+    no_zoo: bool,
     /// Bearer token required by the admin endpoints; LORAMUX_ADMIN_TOKEN also sets it.
     #[arg(long)]
     admin_token: Option<String>,
@@ -72,7 +75,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let catalog: Arc<dyn AdapterCatalog> = match &args.adapters_dir {
         Some(dir) => Arc::new(DirCatalog::new(dir)),
         None => {
-            let registry = Arc::new(std::sync::RwLock::new(args.registry.open()?));
+            let mut registry = args.registry.open()?;
+            if !args.no_zoo {
+                super::zoo::register_on_first_start(
+                    &args.registry.dir(),
+                    &mut registry,
+                    base.model.config(),
+                )?;
+            }
+            let registry = Arc::new(std::sync::RwLock::new(registry));
             let router = Router::new(registry, RouterConfig::default())?;
             Arc::new(RegistryCatalog::new(
                 router,

