@@ -1,8 +1,9 @@
 """End-to-end check of a running `loramux serve` with the official `openai` Python client.
 
-Run by scripts/openai-e2e.sh, which starts the real binary on a free loopback port with an
-empty registry. Checks: models list, chat, streaming chat (same greedy text), adapter
-registration over HTTP, automatic routing to the registered adapter, and a clean 404 for an
+Run by scripts/openai-e2e.sh, which starts the real binary on a free loopback port with a
+fresh registry (which gets the adapter zoo on this first start). Checks: models list, the
+zoo registered and routed to, chat, streaming chat (same greedy text), adapter registration
+over HTTP, automatic routing to the registered adapter, and a clean 404 for an
 unknown model. Exits non-zero on the first failed check.
 """
 
@@ -29,6 +30,9 @@ def check(cond, what):
 
 models = [m.id for m in client.models.list().data]
 check("auto" in models, f"models list has auto: {models}")
+
+zoo = {"reverse_words", "iso_date", "extract_emails", "sentiment"}
+check(zoo <= set(models), f"the adapter zoo is registered on first start: {models}")
 
 ask = [{"role": "user", "content": "What is the capital of France?"}]
 chat = client.chat.completions.create(model="base", messages=ask, max_tokens=16, temperature=0)
@@ -59,6 +63,14 @@ routed = client.chat.completions.create(
     max_tokens=8, temperature=0)
 routing = routed.model_extra.get("routing", {})
 check(routing.get("mode") == "auto" and routing["candidates"][0]["id"] == "cooking", f"auto routing picks it: {routing}")
+
+date = [{"role": "user", "content": "Rewrite 14 July 2019 as an ISO 8601 date (YYYY-MM-DD)."}]
+routed = client.chat.completions.create(model="auto", messages=date, max_tokens=16, temperature=0)
+routing = routed.model_extra.get("routing", {})
+check(routing["candidates"][0]["id"] == "iso_date", f"a date prompt routes to the zoo's iso_date: {routing}")
+direct = client.chat.completions.create(model="iso_date", messages=date, max_tokens=16, temperature=0)
+check(direct.choices[0].message.content.strip() == "2019-07-14",
+      f"the zoo adapter answers: {direct.choices[0].message.content!r}")
 
 try:
     client.chat.completions.create(model="no-such-adapter", messages=ask, max_tokens=4)

@@ -2,6 +2,7 @@
 //! reports come next). Binaries stay thin: they parse arguments, call in here and print.
 
 pub mod bench;
+pub mod gate_training;
 pub mod harness;
 pub mod tasks;
 pub mod training;

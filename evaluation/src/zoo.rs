@@ -5,15 +5,32 @@
 //! The manifest is what registration reads: the server registers every zoo adapter on its
 //! first start, and the evaluation harness registers them into a scratch registry.
 
+use crate::tasks::{Split, Task};
 use crate::training::TrainSummary;
 use anyhow::Context;
 use loramux_index::{AdapterKey, NewAdapter, Registry};
 use loramux_router::PeftValidator;
 use loramux_runtime::ModelConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST: &str = "zoo.json";
+
+/// Seed of the example prompts registered with each adapter: apart from training data.
+const EXAMPLES_SEED: u64 = 1_000_003;
+/// Registered example prompts per training template: every phrasing the adapter learned is
+/// in the index, so retrieval never depends on which templates a random draw happened to hit.
+const EXAMPLES_PER_TEMPLATE: usize = 3;
+
+/// The prompts registered with a task's adapter for retrieval (train templates only: the
+/// test templates stay unseen by both the adapter and the index).
+pub fn zoo_examples(task: &dyn Task) -> Vec<String> {
+    task.generate_covering(Split::Train, EXAMPLES_SEED, EXAMPLES_PER_TEMPLATE)
+        .into_iter()
+        .map(|e| e.prompt)
+        .collect()
+}
 
 /// How every zoo adapter was trained (the flags of `loramux train`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +43,10 @@ pub struct ZooTraining {
     pub lr: f64,
     pub seed: u64,
     pub dtype: String,
+    /// Tasks that need more steps than `steps` to reach 80% exact match (arithmetic and
+    /// letter-level tasks: the 135M base model learns them slowly).
+    #[serde(default)]
+    pub task_steps: BTreeMap<String, usize>,
 }
 
 impl Default for ZooTraining {
@@ -39,11 +60,22 @@ impl Default for ZooTraining {
             lr: 2e-3,
             seed: 0,
             dtype: "f16".into(),
+            task_steps: [
+                ("add_numbers", 300),
+                ("acronym", 300),
+                ("sort_numbers", 300),
+            ]
+            .map(|(t, s)| (t.to_string(), s))
+            .into(),
         }
     }
 }
 
 impl ZooTraining {
+    pub fn steps_for(&self, task: &str) -> usize {
+        self.task_steps.get(task).copied().unwrap_or(self.steps)
+    }
+
     /// The `loramux train` arguments for one task.
     pub fn train_args(&self, task: &str, out: &Path) -> Vec<String> {
         vec![
@@ -59,7 +91,7 @@ impl ZooTraining {
             "--targets".into(),
             self.targets.join(","),
             "--steps".into(),
-            self.steps.to_string(),
+            self.steps_for(task).to_string(),
             "--batch-size".into(),
             self.batch_size.to_string(),
             "--lr".into(),

@@ -12,6 +12,15 @@ pub enum RouterError {
     InvalidChoice { reason: String },
     #[error("router config: {field}: {reason}")]
     Config { field: &'static str, reason: String },
+    #[error("gate {}: {reason}", path.display())]
+    Gate {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("gate training: {reason}")]
+    GateTraining { reason: String },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
     #[error("the registry lock was poisoned by a panic in another thread")]
     Poisoned,
 }

@@ -4,11 +4,14 @@
 //!   the registry's index, with a cache of recent decisions.
 //! - [`retrieve`]: the LoraRetriever-style candidates and their softmax prior.
 //! - [`PeftValidator`]: the registry's adapter check, with the runtime's PEFT loader.
+//! - [`gate`]: the learned per-token gate (an implementation of the runtime's `Gate`) and its
+//!   training.
 //! - [`bench`]: embedding throughput, routing latency, index build and load times.
 
 pub mod bench;
 mod cache;
 mod error;
+pub mod gate;
 pub mod ids;
 mod plan;
 pub mod retrieve;

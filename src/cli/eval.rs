@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use loramux_eval::harness::items::Kind;
 use loramux_eval::harness::model::ZooModel;
-use loramux_eval::harness::{plots, report, run, EvalConfig};
+use loramux_eval::harness::{evaluate_retrieval, plots, report, run, EvalConfig};
 use loramux_eval::tasks::Suite;
 use loramux_eval::zoo::default_zoo_dir;
 use loramux_runtime::fetch::DEFAULT_EMBEDDER;
@@ -36,6 +36,18 @@ pub struct EvalArgs {
     /// Skip running every single adapter on out-of-domain and composite prompts.
     #[arg(long)]
     no_singles: bool,
+    /// Measure retrieval only (no generation): in-domain top-1/top-3 per task, in seconds.
+    #[arg(long)]
+    retrieval_only: bool,
+    /// Test prompts per in-domain task (overrides the --quick/full count).
+    #[arg(long)]
+    per_task: Option<usize>,
+    /// Test prompts per out-of-domain task (overrides the --quick/full count).
+    #[arg(long)]
+    per_ood_task: Option<usize>,
+    /// Composite prompts (overrides the --quick/full count).
+    #[arg(long)]
+    composite: Option<usize>,
 }
 
 pub fn run_cli(args: EvalArgs) -> anyhow::Result<()> {
@@ -52,12 +64,36 @@ pub fn run_cli(args: EvalArgs) -> anyhow::Result<()> {
         EvalConfig::full()
     };
     config.singles = !args.no_singles;
+    let counts = &mut config.counts;
+    counts.per_in_domain_task = args.per_task.unwrap_or(counts.per_in_domain_task);
+    counts.per_ood_task = args.per_ood_task.unwrap_or(counts.per_ood_task);
+    counts.composite = args.composite.unwrap_or(counts.composite);
     let path = resolve_model(&args.model)?;
     let base = BaseModel::load(&path, args.dtype.into())
         .with_context(|| format!("loading {}", path.display()))?;
     let zoo = args.zoo.unwrap_or_else(default_zoo_dir);
     let scratch = tempfile::tempdir()?;
     let mut model = ZooModel::load(base, &zoo, &DEFAULT_EMBEDDER.path()?, scratch.path())?;
+    if args.retrieval_only {
+        let summary = evaluate_retrieval(&suite, &config.counts, &model.retriever)?;
+        println!("task                 prompts  top-1  top-3");
+        for row in &summary.rows {
+            println!(
+                "{:<20} {:>7} {:>6.1} {:>6.1}",
+                row.task,
+                row.prompts,
+                row.top1 * 100.0,
+                row.top3 * 100.0
+            );
+        }
+        println!(
+            "retrieval top-1 {:.1}% top-3 {:.1}%",
+            summary.top1 * 100.0,
+            summary.top3 * 100.0
+        );
+        return Ok(());
+    }
+    config.gates = model.gate_top_ks.clone();
     let results = run(
         &suite,
         &model.ids,

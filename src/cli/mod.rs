@@ -10,6 +10,7 @@ mod route;
 mod serve;
 mod tasks;
 mod train;
+mod train_gate;
 mod zoo;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Train a LoRA adapter (PEFT format) on a task of the suite or a JSONL file.
     Train(train::TrainArgs),
+    /// Train the learned per-token gate over zoo adapters (base model and adapters frozen).
+    TrainGate(train_gate::TrainGateArgs),
     /// Evaluate routing strategies on the task suite; writes results.json, report.md, plots.
     Eval(eval::EvalArgs),
     /// The task suite: list tasks, show examples, export training data.
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::BenchRoute(args) => bench_route::run(args),
         Command::Train(args) => train::run(args),
+        Command::TrainGate(args) => train_gate::run(args),
         Command::Zoo(args) => zoo::run(args),
         Command::Tasks(args) => tasks::run(args),
         Command::Eval(args) => eval::run_cli(args),

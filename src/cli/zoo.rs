@@ -6,15 +6,12 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use loramux_eval::tasks::{Split, Suite};
 use loramux_eval::training::TrainSummary;
-use loramux_eval::zoo::{default_zoo_dir, register_zoo, ZooEntry, ZooManifest, ZooTraining};
+use loramux_eval::zoo::{
+    default_zoo_dir, register_zoo, zoo_examples, ZooEntry, ZooManifest, ZooTraining,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
-
-/// Seed of the example prompts registered with each adapter: apart from training data.
-const EXAMPLES_SEED: u64 = 1_000_003;
-/// Example prompts registered per adapter.
-const EXAMPLES_PER_ADAPTER: usize = 20;
 
 #[derive(Debug, Args)]
 pub struct ZooArgs {
@@ -35,10 +32,15 @@ enum ZooCommand {
         /// Training processes at once; each gets an equal share of the cores.
         #[arg(long, default_value_t = 2)]
         jobs: usize,
+        /// Steps for every task (default: 120, more for the slow learners; see zoo.json).
         #[arg(long)]
         steps: Option<usize>,
         #[arg(long)]
         lr: Option<f64>,
+        /// Train nothing: refresh the descriptions and registered example prompts of the
+        /// manifest from the task suite.
+        #[arg(long)]
+        examples_only: bool,
     },
     /// Register every zoo adapter that the registry does not have yet.
     Register {
@@ -102,20 +104,21 @@ pub fn run(args: ZooArgs) -> anyhow::Result<()> {
             jobs,
             steps,
             lr,
+            examples_only,
         } => {
+            let out = out.unwrap_or_else(default_zoo_dir);
+            if examples_only {
+                return refresh_examples(&out);
+            }
             let mut training = ZooTraining::default();
             if let Some(s) = steps {
                 training.steps = s;
+                training.task_steps.clear();
             }
             if let Some(lr) = lr {
                 training.lr = lr;
             }
-            build(
-                &out.unwrap_or_else(default_zoo_dir),
-                tasks.as_deref(),
-                jobs,
-                training,
-            )
+            build(&out, tasks.as_deref(), jobs, training)
         }
         ZooCommand::Register { zoo, registry } => {
             let zoo = zoo.unwrap_or_else(default_zoo_dir);
@@ -200,11 +203,7 @@ fn build(out: &Path, only: Option<&str>, jobs: usize, training: ZooTraining) -> 
             }
         };
         let task = suite.task(&name).context("task vanished")?;
-        let examples = task
-            .generate(Split::Train, EXAMPLES_SEED, EXAMPLES_PER_ADAPTER)
-            .into_iter()
-            .map(|e| e.prompt)
-            .collect();
+        let examples = zoo_examples(task);
         manifest.adapters.retain(|e| e.id != name);
         manifest.adapters.push(ZooEntry {
             id: name.clone(),
@@ -224,6 +223,26 @@ fn build(out: &Path, only: Option<&str>, jobs: usize, training: ZooTraining) -> 
         bail!("training failed for {}; see the logs", failed.join(", "));
     }
     println!("zoo written to {}", out.display());
+    Ok(())
+}
+
+fn refresh_examples(zoo: &Path) -> anyhow::Result<()> {
+    let suite = Suite::default_suite();
+    let mut manifest = ZooManifest::load(zoo)?;
+    for entry in &mut manifest.adapters {
+        let task = suite
+            .task(&entry.id)
+            .with_context(|| format!("zoo adapter {} has no task in the suite", entry.id))?;
+        entry.description = task.description().into();
+        entry.cluster = task.cluster().into();
+        entry.examples = zoo_examples(task);
+    }
+    manifest.save(zoo)?;
+    println!(
+        "refreshed the examples of {} adapters in {}",
+        manifest.adapters.len(),
+        zoo.display()
+    );
     Ok(())
 }
 

@@ -28,6 +28,8 @@ use strategy::{mixture, Strategy};
 pub struct Job {
     pub prompt: String,
     pub adapters: Vec<(String, f32)>,
+    /// Mix `adapters` per token with the learned gate keeping this many (None: fixed weights).
+    pub gate_top_k: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +58,8 @@ pub struct EvalConfig {
     /// Also run every single adapter on out-of-domain and composite prompts (the "best
     /// single adapter" the mixtures are compared with).
     pub singles: bool,
+    /// Learned-gate strategies to run, by top-k (empty when the zoo has no gate).
+    pub gates: Vec<usize>,
 }
 
 impl EvalConfig {
@@ -70,6 +74,7 @@ impl EvalConfig {
             batch: 48,
             quick: true,
             singles: true,
+            gates: Vec::new(),
         }
     }
 
@@ -83,6 +88,7 @@ impl EvalConfig {
             batch: 48,
             quick: false,
             singles: true,
+            gates: Vec::new(),
         }
     }
 }
@@ -101,7 +107,7 @@ pub fn run(
         .iter()
         .map(|it| retriever.retrieve(&it.prompt))
         .collect::<anyhow::Result<_>>()?;
-    let plan = work_plan(&items, zoo, config.singles);
+    let plan = work_plan(&items, zoo, config);
     let total: usize = plan.iter().map(|(_, idx)| idx.len()).sum();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(ProgressStyle::with_template(
@@ -112,6 +118,10 @@ pub fn run(
     let mut samples = Vec::new();
     for (strategy, indices) in &plan {
         bar.set_message(strategy.to_string());
+        if bar.is_hidden() {
+            // Not a terminal (CI, a log file): one line per strategy instead of a bar.
+            eprintln!("eval: {strategy} on {} prompts", indices.len());
+        }
         let timer = Instant::now();
         let mut tokens = 0;
         let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
@@ -121,6 +131,7 @@ pub fn run(
                 .map(|&i| Job {
                     prompt: items[i].prompt.clone(),
                     adapters: mixture(strategy, items[i].own_adapter(), &retrieved[i], zoo),
+                    gate_top_k: strategy.gate_top_k(),
                 })
                 .collect();
             let answers = generator.generate(&jobs)?;
@@ -160,31 +171,21 @@ pub fn run(
         });
     }
     bar.finish_and_clear();
-    let retrieval = retrieval_rows(&items, &retrieved);
-    let in_domain: Vec<usize> = (0..items.len())
-        .filter(|&i| items[i].kind == Kind::InDomain)
-        .collect();
-    let hit = |i: &usize, k: usize| {
-        retrieved[*i]
-            .iter()
-            .take(k)
-            .any(|(id, _)| *id == items[*i].task)
-    };
+    let retrieval = retrieval_summary(&items, &retrieved);
     let scores = score_rows(&outcomes);
     let mut results = EvalResults {
         suite: "default".into(),
         quick: config.quick,
         seconds: started.elapsed().as_secs_f64(),
         zoo: zoo.to_vec(),
-        retrieval,
-        retrieval_top1: ratio(
-            in_domain.iter().filter(|i| hit(i, 1)).count(),
-            in_domain.len(),
-        ),
-        retrieval_top3: ratio(
-            in_domain.iter().filter(|i| hit(i, 3)).count(),
-            in_domain.len(),
-        ),
+        strategies: plan
+            .iter()
+            .filter(|(s, _)| !s.is_single())
+            .map(|(s, _)| s.to_string())
+            .collect(),
+        retrieval: retrieval.rows,
+        retrieval_top1: retrieval.top1,
+        retrieval_top3: retrieval.top3,
         averages: average_rows(&scores),
         scores,
         throughput,
@@ -197,7 +198,7 @@ pub fn run(
 
 /// Which items each strategy answers: the headline strategies everywhere (the oracle only
 /// in-domain), single adapters on out-of-domain and composite prompts.
-fn work_plan(items: &[Item], zoo: &[String], singles: bool) -> Vec<(Strategy, Vec<usize>)> {
+fn work_plan(items: &[Item], zoo: &[String], config: &EvalConfig) -> Vec<(Strategy, Vec<usize>)> {
     let mut plan: Vec<(Strategy, Vec<usize>)> = Vec::new();
     let of_kind = |pred: &dyn Fn(Kind) -> bool| -> Vec<usize> {
         (0..items.len()).filter(|&i| pred(items[i].kind)).collect()
@@ -210,7 +211,10 @@ fn work_plan(items: &[Item], zoo: &[String], singles: bool) -> Vec<(Strategy, Ve
         };
         plan.push((s, idx));
     }
-    if singles {
+    for &k in &config.gates {
+        plan.push((Strategy::Gate(k), of_kind(&|_| true)));
+    }
+    if config.singles {
         for id in zoo {
             plan.push((
                 Strategy::Single(id.clone()),
@@ -220,6 +224,51 @@ fn work_plan(items: &[Item], zoo: &[String], singles: bool) -> Vec<(Strategy, Ve
     }
     plan.retain(|(_, idx)| !idx.is_empty());
     plan
+}
+
+/// Retrieval accuracy on in-domain test prompts, per task and overall.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrievalSummary {
+    pub rows: Vec<RetrievalRow>,
+    pub top1: f64,
+    pub top3: f64,
+}
+
+/// Retrieval alone (no generation): seconds instead of minutes, for tuning the router.
+pub fn evaluate_retrieval(
+    suite: &Suite,
+    counts: &ItemCounts,
+    retriever: &dyn Retriever,
+) -> anyhow::Result<RetrievalSummary> {
+    let items = build_items(suite, counts);
+    let retrieved: Vec<Vec<(String, f32)>> = items
+        .iter()
+        .map(|it| retriever.retrieve(&it.prompt))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(retrieval_summary(&items, &retrieved))
+}
+
+fn retrieval_summary(items: &[Item], retrieved: &[Vec<(String, f32)>]) -> RetrievalSummary {
+    let in_domain: Vec<usize> = (0..items.len())
+        .filter(|&i| items[i].kind == Kind::InDomain)
+        .collect();
+    let hit = |i: &usize, k: usize| {
+        retrieved[*i]
+            .iter()
+            .take(k)
+            .any(|(id, _)| *id == items[*i].task)
+    };
+    RetrievalSummary {
+        rows: retrieval_rows(items, retrieved),
+        top1: ratio(
+            in_domain.iter().filter(|i| hit(i, 1)).count(),
+            in_domain.len(),
+        ),
+        top3: ratio(
+            in_domain.iter().filter(|i| hit(i, 3)).count(),
+            in_domain.len(),
+        ),
+    }
 }
 
 fn retrieval_rows(items: &[Item], retrieved: &[Vec<(String, f32)>]) -> Vec<RetrievalRow> {

@@ -5,11 +5,12 @@ use super::{Generated, Generator, Job, Retriever};
 use crate::zoo::{register_zoo, ZooManifest};
 use anyhow::Context;
 use loramux_index::{BertEmbedder, BertEmbedderConfig, Registry, RegistryConfig};
+use loramux_router::gate::{GateConfig, GateWeights, LearnedGate};
 use loramux_router::{RoutePlan, Router, RouterConfig};
 use loramux_runtime::generate::{generate_batch, GenerationRequest};
 use loramux_runtime::{
     Adapter, AdapterBank, AdapterId, AdapterLease, BankConfig, BaseModel, Candidate, FixedGate,
-    SamplingParams,
+    Gate, SamplingParams,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,11 +24,16 @@ pub struct ZooRetriever {
     router: Router,
 }
 
+/// The zoo's learned gate, when one was trained: `gate.safetensors` beside the manifest.
+pub const GATE_FILE: &str = "gate.safetensors";
+
 /// The base model with every zoo adapter pinned in the bank.
 pub struct ZooGenerator {
     base: BaseModel,
     bank: AdapterBank,
     slots: HashMap<String, u32>,
+    /// The learned gate per top-k, slots bound (empty without a gate file).
+    gates: HashMap<usize, LearnedGate>,
     /// Keeps every zoo adapter pinned in its slot for the whole run.
     _leases: Vec<AdapterLease>,
 }
@@ -37,6 +43,8 @@ pub struct ZooModel {
     pub generator: ZooGenerator,
     /// Zoo adapter ids in manifest order.
     pub ids: Vec<String>,
+    /// Top-k values the generator has a learned gate for.
+    pub gate_top_ks: Vec<usize>,
 }
 
 impl ZooModel {
@@ -76,15 +84,37 @@ impl ZooModel {
             leases.push(lease);
             ids.push(entry.id.clone());
         }
+        let mut gates = HashMap::new();
+        let gate_path = zoo_dir.join(GATE_FILE);
+        if gate_path.exists() {
+            let weights = GateWeights::load(&gate_path)?;
+            for top_k in [1, 2] {
+                let gate = LearnedGate::new(
+                    weights.clone(),
+                    GateConfig {
+                        top_k,
+                        ..GateConfig::default()
+                    },
+                );
+                for (id, &slot) in &slots {
+                    gate.bind(slot, id);
+                }
+                gates.insert(top_k, gate);
+            }
+        }
+        let mut gate_top_ks: Vec<usize> = gates.keys().copied().collect();
+        gate_top_ks.sort_unstable();
         Ok(Self {
             retriever: ZooRetriever { router },
             generator: ZooGenerator {
                 base,
                 bank,
                 slots,
+                gates,
                 _leases: leases,
             },
             ids,
+            gate_top_ks,
         })
     }
 }
@@ -127,10 +157,22 @@ impl Generator for ZooGenerator {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // The harness batches one strategy at a time: one gate serves the whole call.
+        let gate: &dyn Gate = match jobs.first().and_then(|j| j.gate_top_k) {
+            Some(k) => self
+                .gates
+                .get(&k)
+                .with_context(|| format!("no learned gate for top-{k} in the zoo"))?,
+            None => &FixedGate,
+        };
+        anyhow::ensure!(
+            jobs.iter().all(|j| j.gate_top_k == jobs[0].gate_top_k),
+            "one generate call mixes gate settings"
+        );
         let outputs = generate_batch(
             &self.base.model,
             &self.bank,
-            &FixedGate,
+            gate,
             &requests,
             &mut |_, _| {},
         )?;

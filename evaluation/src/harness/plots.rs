@@ -4,7 +4,6 @@
 
 use super::items::Kind;
 use super::results::EvalResults;
-use super::strategy::Strategy;
 use anyhow::Context;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -57,10 +56,7 @@ const KIND_COLORS: [RGBColor; 3] = [
 ];
 
 fn accuracy_by_strategy(r: &EvalResults, path: &Path) -> anyhow::Result<()> {
-    let mut strategies: Vec<String> = Strategy::headline(true)
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut strategies: Vec<String> = r.strategies.clone();
     if let Some((id, _)) = r.best_single(Kind::OutOfDomain) {
         strategies.push(format!("single:{id}"));
     }

@@ -2,7 +2,6 @@
 
 use super::items::Kind;
 use super::results::EvalResults;
-use super::strategy::Strategy;
 use std::fmt::Write;
 
 fn pct(x: f64) -> String {
@@ -36,10 +35,7 @@ pub fn markdown(r: &EvalResults, plots: &[String]) -> String {
     }
 
     md.push_str("\n## Exact match by strategy\n\n| strategy | in-domain | out-of-domain | composite |\n|---|---:|---:|---:|\n");
-    let mut strategies: Vec<String> = Strategy::headline(true)
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut strategies: Vec<String> = r.strategies.clone();
     for kind in [Kind::OutOfDomain, Kind::Composite] {
         if let Some((id, _)) = r.best_single(kind) {
             let s = format!("single:{id}");
@@ -69,14 +65,13 @@ pub fn markdown(r: &EvalResults, plots: &[String]) -> String {
         (Kind::OutOfDomain, "Out-of-domain exact match per task"),
     ] {
         let cols: Vec<String> = if kind == Kind::InDomain {
-            Strategy::headline(true)
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
+            r.strategies.clone()
         } else {
-            let mut c: Vec<String> = Strategy::headline(false)
+            let mut c: Vec<String> = r
+                .strategies
                 .iter()
-                .map(|s| s.to_string())
+                .filter(|s| *s != "oracle")
+                .cloned()
                 .collect();
             c.push("best single".into());
             c

@@ -74,6 +74,9 @@ pub struct EvalResults {
     pub quick: bool,
     pub seconds: f64,
     pub zoo: Vec<String>,
+    /// The strategies that are not one fixed adapter, in table order.
+    #[serde(default)]
+    pub strategies: Vec<String>,
     pub retrieval: Vec<RetrievalRow>,
     pub retrieval_top1: f64,
     pub retrieval_top3: f64,
@@ -190,8 +193,14 @@ pub fn check_targets(r: &EvalResults) -> Vec<TargetRow> {
             met: worst >= 0.8,
         });
     }
+    let mixtures: Vec<&str> = r
+        .strategies
+        .iter()
+        .map(String::as_str)
+        .filter(|s| *s == "retrieval_mixture" || *s == "uniform" || s.starts_with("gate_"))
+        .collect();
     if let Some((_, single)) = r.best_single(Kind::OutOfDomain) {
-        let mix = ["retrieval_mixture", "uniform"]
+        let mix = mixtures
             .iter()
             .filter_map(|s| r.average(s, Kind::OutOfDomain))
             .fold(0.0, f64::max);
@@ -201,6 +210,41 @@ pub fn check_targets(r: &EvalResults) -> Vec<TargetRow> {
             value: (mix - single) * 100.0,
             target: "> 0".into(),
             met: mix > single,
+        });
+    }
+    let gates: Vec<&str> = mixtures
+        .iter()
+        .copied()
+        .filter(|s| s.starts_with("gate_"))
+        .collect();
+    let best_gate = |kind| {
+        gates
+            .iter()
+            .filter_map(|s| r.average(s, kind).map(|v| (v, *s)))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    if let Some((gate, name)) = best_gate(Kind::Composite) {
+        let single = r.best_single(Kind::Composite).map_or(0.0, |(_, v)| v);
+        let mixture = r
+            .average("retrieval_mixture", Kind::Composite)
+            .unwrap_or(0.0);
+        let rival = single.max(mixture);
+        out.push(TargetRow {
+            name: format!(
+                "{name} minus the better of best single and retrieval mixture, composite per-part exact match (points)"
+            ),
+            value: (gate - rival) * 100.0,
+            target: "> 0".into(),
+            met: gate > rival,
+        });
+    }
+    if let Some((gate, name)) = best_gate(Kind::InDomain) {
+        let gap = ind("oracle") - gate;
+        out.push(TargetRow {
+            name: format!("oracle minus {name}, in-domain exact match (points)"),
+            value: gap * 100.0,
+            target: "<= 3".into(),
+            met: gap * 100.0 <= 3.0,
         });
     }
     out
@@ -257,6 +301,9 @@ mod tests {
             quick: true,
             seconds: 0.0,
             zoo: vec![],
+            strategies: ["oracle", "retrieval_top1", "uniform"]
+                .map(String::from)
+                .to_vec(),
             retrieval: vec![],
             retrieval_top1: 0.96,
             retrieval_top3: 1.0,

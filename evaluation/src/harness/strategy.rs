@@ -20,6 +20,8 @@ pub enum Strategy {
     Uniform,
     /// One given adapter for every prompt.
     Single(String),
+    /// The retrieved candidates mixed per token by the learned gate, keeping the top k.
+    Gate(usize),
 }
 
 impl fmt::Display for Strategy {
@@ -31,6 +33,7 @@ impl fmt::Display for Strategy {
             Self::RetrievalMixture => f.write_str("retrieval_mixture"),
             Self::Uniform => f.write_str("uniform"),
             Self::Single(id) => write!(f, "single:{id}"),
+            Self::Gate(k) => write!(f, "gate_top{k}"),
         }
     }
 }
@@ -48,6 +51,14 @@ impl Strategy {
 
     pub fn is_single(&self) -> bool {
         matches!(self, Self::Single(_))
+    }
+
+    /// The top-k of the learned gate this strategy runs with, if it is a gate strategy.
+    pub fn gate_top_k(&self) -> Option<usize> {
+        match self {
+            Self::Gate(k) => Some(*k),
+            _ => None,
+        }
     }
 }
 
@@ -73,7 +84,8 @@ pub fn mixture(
             .first()
             .map(|(id, _)| vec![(id.clone(), 1.0)])
             .unwrap_or_default(),
-        Strategy::RetrievalMixture => {
+        // The gate sees the same candidates and priors; it reweighs them per token.
+        Strategy::RetrievalMixture | Strategy::Gate(_) => {
             let total: f32 = retrieved.iter().map(|(_, w)| w).sum();
             if total <= 0.0 {
                 return Vec::new();
@@ -120,6 +132,7 @@ mod tests {
         assert_eq!(mix.len(), 2);
         assert!((mix[0].1 - 0.75).abs() < 1e-6 && (mix[1].1 - 0.25).abs() < 1e-6);
         let uni = mixture(&Strategy::Uniform, None, &retrieved, &all);
+        assert_eq!(mixture(&Strategy::Gate(1), None, &retrieved, &all), mix);
         assert_eq!(uni.len(), 4);
         assert!(uni.iter().all(|(_, w)| (*w - 0.25).abs() < 1e-6));
         assert_eq!(
@@ -139,6 +152,7 @@ mod tests {
     fn names_are_stable() {
         assert_eq!(Strategy::RetrievalMixture.to_string(), "retrieval_mixture");
         assert_eq!(Strategy::Single("x".into()).to_string(), "single:x");
+        assert_eq!(Strategy::Gate(2).to_string(), "gate_top2");
         assert_eq!(Strategy::headline(true).len(), 5);
         assert_eq!(Strategy::headline(false).len(), 4);
     }

@@ -43,19 +43,33 @@ pub const JOIN_TEMPLATES: &[&str] = &[
     "I have two requests; answer them on two lines.\n{a}\n{b}",
 ];
 
+/// Joins for training composites (the gate's training data), apart from the evaluation
+/// joins above, so evaluation composites stay unseen in phrasing too.
+pub const TRAIN_JOIN_TEMPLATES: &[&str] = &[
+    "Handle these two requests, one answer per line.\n1. {a}\n2. {b}",
+    "Two questions for you; reply with one line for each.\nQ1: {a}\nQ2: {b}",
+    "Please do both of the following and write each result on a new line.\n* {a}\n* {b}",
+];
+
 /// The name the composite stream is seeded under (never a task name: it has a space).
 const STREAM: &str = "composite stream";
 
-/// `n` composite examples over `tasks`; empty when no two tasks exist.
-pub(super) fn generate(tasks: &[Box<dyn Task>], seed: u64, n: usize) -> Vec<CompositeExample> {
+/// `n` composite examples over `tasks` from `split` (its task templates and its joins);
+/// empty when no two tasks exist.
+pub(super) fn generate(
+    tasks: &[Box<dyn Task>],
+    split: Split,
+    seed: u64,
+    n: usize,
+) -> Vec<CompositeExample> {
     if tasks.len() < 2 {
         return Vec::new();
     }
-    let mut rng = task_rng(STREAM, Split::Test, seed);
-    (0..n).map(|_| one(tasks, &mut rng)).collect()
+    let mut rng = task_rng(STREAM, split, seed);
+    (0..n).map(|_| one(tasks, split, &mut rng)).collect()
 }
 
-fn one(tasks: &[Box<dyn Task>], rng: &mut StdRng) -> CompositeExample {
+fn one(tasks: &[Box<dyn Task>], split: Split, rng: &mut StdRng) -> CompositeExample {
     let a = rng.random_range(0..tasks.len());
     let cluster = tasks[a].cluster();
     let mut others: Vec<usize> = (0..tasks.len())
@@ -66,13 +80,19 @@ fn one(tasks: &[Box<dyn Task>], rng: &mut StdRng) -> CompositeExample {
         others = (0..tasks.len()).filter(|&j| j != a).collect();
     }
     let b = pick(rng, &others);
-    let join = pick(rng, JOIN_TEMPLATES);
+    let join = pick(
+        rng,
+        match split {
+            Split::Train => TRAIN_JOIN_TEMPLATES,
+            Split::Test => JOIN_TEMPLATES,
+        },
+    );
     let mut parts = Vec::with_capacity(2);
     let mut prompts = Vec::with_capacity(2);
     for index in [a, b] {
         let task = &tasks[index];
         let example = task
-            .generate(Split::Test, rng.random(), 1)
+            .generate(split, rng.random(), 1)
             .into_iter()
             .next()
             .unwrap_or_else(|| Example {
@@ -145,6 +165,26 @@ mod tests {
                     head.is_empty() || example.prompt.contains(head)
                 });
                 assert!(embeds_test, "{}: {}", part.task, example.prompt);
+            }
+        }
+    }
+
+    #[test]
+    fn training_composites_share_no_phrasing_with_evaluation_composites() {
+        let suite = Suite::default_suite();
+        let train = suite.composite_for_training(4, 60);
+        assert_eq!(train, suite.composite_for_training(4, 60));
+        for example in &train {
+            let head = |j: &&str| example.prompt.starts_with(j.split('{').next().unwrap());
+            assert!(TRAIN_JOIN_TEMPLATES.iter().any(head), "{}", example.prompt);
+            assert!(!JOIN_TEMPLATES.iter().any(head), "{}", example.prompt);
+            for part in &example.parts {
+                let task = suite.task(&part.task).unwrap();
+                let uses_test = task.templates(Split::Test).iter().any(|t| {
+                    let head = t.split('{').next().unwrap();
+                    !head.is_empty() && example.prompt.contains(head)
+                });
+                assert!(!uses_test, "{}: {}", part.task, example.prompt);
             }
         }
     }

@@ -22,7 +22,7 @@ mod testing;
 
 use serde::{Deserialize, Serialize};
 
-pub use composite::{CompositeExample, CompositePart, JOIN_TEMPLATES};
+pub use composite::{CompositeExample, CompositePart, JOIN_TEMPLATES, TRAIN_JOIN_TEMPLATES};
 pub use formatting::number_to_words;
 
 use template::TaskSpec;
@@ -65,6 +65,10 @@ pub trait Task: Send + Sync {
     /// the test ones.
     fn generate(&self, split: Split, seed: u64, n: usize) -> Vec<Example>;
 
+    /// `per_template` examples for every template of `split`, template by template: a
+    /// sample that covers each phrasing (what an adapter's registered examples need).
+    fn generate_covering(&self, split: Split, seed: u64, per_template: usize) -> Vec<Example>;
+
     /// Exact match after [`scoring::normalize`].
     fn score(&self, output: &str, answer: &str) -> bool {
         scoring::exact_match(output, answer)
@@ -104,7 +108,13 @@ impl Suite {
     /// `n` prompts that each ask for two in-domain tasks of different clusters; a pure
     /// function of `(seed, n)` and the in-domain list. Empty with fewer than two tasks.
     pub fn composite(&self, seed: u64, n: usize) -> Vec<CompositeExample> {
-        composite::generate(&self.in_domain, seed, n)
+        composite::generate(&self.in_domain, Split::Test, seed, n)
+    }
+
+    /// Composite prompts for training (the learned gate's data): train templates of the
+    /// tasks and joins of their own, never an evaluation prompt's phrasing.
+    pub fn composite_for_training(&self, seed: u64, n: usize) -> Vec<CompositeExample> {
+        composite::generate(&self.in_domain, Split::Train, seed, n)
     }
 }
 
@@ -276,6 +286,26 @@ mod tests {
                 assert_ne!(a, task.generate(split, 8, 30), "{}", task.name());
             }
             assert!(task.generate(Split::Train, 1, 0).is_empty());
+        }
+    }
+
+    #[test]
+    fn covering_samples_use_every_template_of_the_split_only() {
+        let suite = Suite::default_suite();
+        for task in all_tasks(&suite) {
+            for split in [Split::Train, Split::Test] {
+                let templates = task.templates(split);
+                let a = task.generate_covering(split, 5, 2);
+                assert_eq!(a.len(), templates.len() * 2, "{}", task.name());
+                assert_eq!(a, task.generate_covering(split, 5, 2), "{}", task.name());
+                assert_eq!(
+                    testing::templates_used(templates, &a),
+                    templates.len(),
+                    "{}: a template is missing",
+                    task.name()
+                );
+                assert!(a.iter().all(|e| task.score(&e.answer, &e.answer)));
+            }
         }
     }
 

@@ -81,6 +81,21 @@ impl Task for TaskSpec {
             })
             .collect()
     }
+
+    fn generate_covering(&self, split: Split, seed: u64, per_template: usize) -> Vec<Example> {
+        let mut rng = task_rng(self.name, split, seed);
+        let mut out = Vec::with_capacity(self.templates(split).len() * per_template);
+        for template in self.templates(split) {
+            for _ in 0..per_template {
+                let instance = (self.make)(&mut rng);
+                out.push(Example {
+                    prompt: render(template, &instance.vars),
+                    answer: instance.answer,
+                });
+            }
+        }
+        out
+    }
 }
 
 /// FNV-1a, 64-bit: a fixed hash whose value never changes across Rust versions or runs

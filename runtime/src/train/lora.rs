@@ -48,6 +48,36 @@ struct LoraPair {
     b: Var,
 }
 
+/// What the training graph adds to each LoRA-targeted projection: the factors being trained
+/// ([`LoraSet`]), or frozen adapters mixed per token by a gate being trained (the router's
+/// gate trainer).
+pub trait LoraHook {
+    /// `base` plus this hook's update for `module` of `layer`; `x` `[rows, d_in]` is the
+    /// projection's input and `layer_input` `[rows, hidden]` the normalized input of the
+    /// layer's attention block (what the inference model's gate sees).
+    fn apply(
+        &self,
+        layer: usize,
+        module: ModuleKind,
+        x: &Tensor,
+        base: Tensor,
+        layer_input: &Tensor,
+    ) -> Result<Tensor>;
+}
+
+impl LoraHook for LoraSet {
+    fn apply(
+        &self,
+        layer: usize,
+        module: ModuleKind,
+        x: &Tensor,
+        base: Tensor,
+        _layer_input: &Tensor,
+    ) -> Result<Tensor> {
+        LoraSet::apply(self, layer, module, x, base)
+    }
+}
+
 /// The LoRA factors being trained; modules without factors pass through unchanged.
 pub struct LoraSet {
     shape: LoraShape,

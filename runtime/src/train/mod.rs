@@ -10,7 +10,7 @@ mod model;
 mod ops;
 
 pub use batch::{pack, PackedBatch, TrainExample};
-pub use lora::{LoraSet, LoraShape};
+pub use lora::{LoraHook, LoraSet, LoraShape};
 pub use model::TrainModel;
 
 use crate::{ModuleKind, Result, RuntimeError};
@@ -98,7 +98,7 @@ pub struct StepReport {
 /// Mean cross-entropy of the answer tokens of `batch`.
 pub fn batch_loss(
     model: &TrainModel,
-    lora: &LoraSet,
+    lora: &dyn LoraHook,
     batch: &PackedBatch,
 ) -> Result<candle_core::Tensor> {
     let hidden = model.hidden(&batch.tokens, lora)?;

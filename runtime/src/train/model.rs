@@ -9,7 +9,7 @@
 //! Shapes: tokens `[batch, len]` (right-padded: causal attention keeps padding from
 //! reaching real positions), hidden states `[batch · len, hidden]`.
 
-use super::lora::LoraSet;
+use super::lora::LoraHook;
 use super::ops::{CausalSoftmax, FrozenLinear, FrozenRmsNorm};
 use crate::model::rope::Rope;
 use crate::weights::{TensorRole, WeightSource};
@@ -120,8 +120,8 @@ impl TrainModel {
     }
 
     /// Final hidden states (before the last norm) `[batch · len, hidden]` for right-padded
-    /// `tokens` `[batch, len]`, with the LoRA factors of `lora` applied.
-    pub fn hidden(&self, tokens: &Tensor, lora: &LoraSet) -> Result<Tensor> {
+    /// `tokens` `[batch, len]`, with the LoRA updates of `lora` applied.
+    pub fn hidden(&self, tokens: &Tensor, lora: &dyn LoraHook) -> Result<Tensor> {
         let (batch, len) = tokens.dims2()?;
         let cfg = &self.cfg;
         let positions: Vec<usize> = (0..len).collect();
@@ -152,13 +152,20 @@ impl TrainModel {
         let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let xn = layer.attn_norm.forward(&x)?;
+            let gate_in = xn.clone();
             let mut qkv = layer.qkv.forward(&xn)?;
             if let Some(b) = &layer.qkv_bias {
                 qkv = qkv.broadcast_add(b)?;
             }
-            let q = lora.apply(l, ModuleKind::Q, &xn, qkv.narrow(1, 0, dq)?)?;
-            let k = lora.apply(l, ModuleKind::K, &xn, qkv.narrow(1, dq, dkv)?)?;
-            let v = lora.apply(l, ModuleKind::V, &xn, qkv.narrow(1, dq + dkv, dkv)?)?;
+            let q = lora.apply(l, ModuleKind::Q, &xn, qkv.narrow(1, 0, dq)?, &gate_in)?;
+            let k = lora.apply(l, ModuleKind::K, &xn, qkv.narrow(1, dq, dkv)?, &gate_in)?;
+            let v = lora.apply(
+                l,
+                ModuleKind::V,
+                &xn,
+                qkv.narrow(1, dq + dkv, dkv)?,
+                &gate_in,
+            )?;
             let q = rope(heads(&q, cfg.num_heads)?)?;
             let k = repeat_kv(rope(heads(&k, cfg.num_kv_heads)?)?, group)?;
             let v = repeat_kv(heads(&v, cfg.num_kv_heads)?, group)?;
@@ -168,16 +175,22 @@ impl TrainModel {
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((batch * len, dq))?;
-            let o = lora.apply(l, ModuleKind::O, &attn, layer.o.forward(&attn)?)?;
+            let o = lora.apply(l, ModuleKind::O, &attn, layer.o.forward(&attn)?, &gate_in)?;
             x = (x + o)?;
 
             let xn = layer.mlp_norm.forward(&x)?;
             let gu = layer.gate_up.forward(&xn)?;
             let di = cfg.intermediate_size;
-            let g = lora.apply(l, ModuleKind::Gate, &xn, gu.narrow(1, 0, di)?)?;
-            let u = lora.apply(l, ModuleKind::Up, &xn, gu.narrow(1, di, di)?)?;
+            let g = lora.apply(l, ModuleKind::Gate, &xn, gu.narrow(1, 0, di)?, &gate_in)?;
+            let u = lora.apply(l, ModuleKind::Up, &xn, gu.narrow(1, di, di)?, &gate_in)?;
             let act = (g.silu()? * u)?;
-            let d = lora.apply(l, ModuleKind::Down, &act, layer.down.forward(&act)?)?;
+            let d = lora.apply(
+                l,
+                ModuleKind::Down,
+                &act,
+                layer.down.forward(&act)?,
+                &gate_in,
+            )?;
             x = (x + d)?;
         }
         Ok(x)
