@@ -11,5 +11,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 # The decode benchmark runs (a smoke run: its figures on a CI machine are for orientation).
 ./target/debug/loramux bench --quick
+# The evaluation harness end to end on the committed zoo (and gate): every strategy on a
+# small sample of the suite, report and plots written (a smoke run; the committed full
+# report is evaluation/reports/full).
+./target/debug/loramux eval --quick --report "$(mktemp -d)/eval-quick"
 # The real binary over HTTP with the official openai Python client.
 ./scripts/openai-e2e.sh

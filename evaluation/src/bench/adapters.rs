@@ -75,8 +75,9 @@ pub fn round_robin(rows: usize, adapters: usize) -> Vec<usize> {
     (0..rows).map(|i| i % adapters.max(1)).collect()
 }
 
-/// Each row's candidates (weight 1) for `mode`, given the pinned slots of the adapters.
-/// `One` uses the first slot; `Mixed` uses the first `adapters` slots round-robin.
+/// Each row's candidates for `mode`, given the pinned slots of the adapters. `One` uses the
+/// first slot; `Mixed` uses the first `adapters` slots round-robin (weight 1); `Gated`
+/// gives every row the first `candidates` slots with equal priors.
 pub fn row_candidates(mode: Mode, rows: usize, slots: &[u32]) -> Vec<Vec<Candidate>> {
     let fixed = |slot: u32| vec![Candidate { slot, prior: 1.0 }];
     match mode {
@@ -89,7 +90,47 @@ pub fn row_candidates(mode: Mode, rows: usize, slots: &[u32]) -> Vec<Vec<Candida
                 .map(|a| fixed(used[a]))
                 .collect()
         }
+        Mode::Gated { candidates, .. } => {
+            let used = &slots[..candidates.min(slots.len())];
+            let prior = 1.0 / used.len().max(1) as f32;
+            let row: Vec<Candidate> = used.iter().map(|&slot| Candidate { slot, prior }).collect();
+            vec![row; rows]
+        }
     }
+}
+
+/// A learned gate with random weights over the bench adapters `bench-0..count`, each bound
+/// to its slot: scores that vary per token and layer, so top-k selection does real work.
+pub fn random_gate(
+    cfg: &ModelConfig,
+    slots: &[u32],
+    top_k: usize,
+    seed: u64,
+) -> loramux_router::gate::LearnedGate {
+    use loramux_router::gate::{GateConfig, GateWeights, LearnedGate};
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6a7e);
+    let e = slots.len();
+    let spread = 1.0 / (cfg.hidden_size as f32).sqrt();
+    let weights = GateWeights {
+        adapter_ids: (0..e).map(|i| format!("bench-{i}")).collect(),
+        num_layers: cfg.num_layers,
+        hidden_size: cfg.hidden_size,
+        weight: (0..cfg.num_layers * e * cfg.hidden_size)
+            .map(|_| normal(&mut rng) * spread)
+            .collect(),
+        bias: vec![0.0; cfg.num_layers * e],
+    };
+    let gate = LearnedGate::new(
+        weights,
+        GateConfig {
+            top_k,
+            prior_weight: 1.0,
+        },
+    );
+    for (i, &slot) in slots.iter().enumerate() {
+        gate.bind(slot, &format!("bench-{i}"));
+    }
+    gate
 }
 
 #[cfg(test)]

@@ -33,7 +33,13 @@ pub enum Mode {
     One,
     /// `adapters` distinct adapters assigned to rows round-robin.
     Mixed { adapters: usize },
+    /// Every row has `candidates` adapters and a learned gate (random weights) keeps the
+    /// top `top_k` per token in every layer: the cost of per-token routing.
+    Gated { candidates: usize, top_k: usize },
 }
+
+/// Experts the gated subject keeps per token.
+pub const GATE_TOP_K: usize = 2;
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -41,6 +47,7 @@ impl fmt::Display for Mode {
             Mode::Base => f.write_str("base"),
             Mode::One => f.write_str("one"),
             Mode::Mixed { adapters } => write!(f, "mixed{adapters}"),
+            Mode::Gated { candidates, top_k } => write!(f, "gate{candidates}top{top_k}"),
         }
     }
 }
@@ -131,7 +138,14 @@ impl BenchConfig {
         ensure!(!self.batches.is_empty(), "no batch sizes given");
         ensure!(!self.subjects.is_empty(), "nothing to time");
         for subject in &self.subjects {
-            if let Subject::Loramux(Mode::Mixed { adapters }) = subject {
+            if let Subject::Loramux(
+                Mode::Mixed { adapters }
+                | Mode::Gated {
+                    candidates: adapters,
+                    ..
+                },
+            ) = subject
+            {
                 ensure!(
                     *adapters <= self.adapters,
                     "{subject} needs {adapters} adapters but only {} are loaded",
@@ -154,11 +168,15 @@ pub fn all_subjects(adapters: usize) -> Vec<Subject> {
         Subject::Loramux(Mode::Base),
         Subject::Loramux(Mode::One),
         Subject::Loramux(Mode::Mixed { adapters }),
+        Subject::Loramux(Mode::Gated {
+            candidates: adapters,
+            top_k: GATE_TOP_K.min(adapters),
+        }),
     ]
 }
 
-/// Parses `--only`: comma-separated `candle`, `base`, `one`, `mixed` (the latter with
-/// `adapters` adapters), kept in the order given.
+/// Parses `--only`: comma-separated `candle`, `base`, `one`, `mixed`, `gate` (the last two
+/// with `adapters` adapters), kept in the order given.
 pub fn parse_subjects(text: &str, adapters: usize) -> Result<Vec<Subject>> {
     let mut subjects = Vec::new();
     for part in text.split(',').map(str::trim) {
@@ -167,7 +185,11 @@ pub fn parse_subjects(text: &str, adapters: usize) -> Result<Vec<Subject>> {
             "base" => Subject::Loramux(Mode::Base),
             "one" => Subject::Loramux(Mode::One),
             "mixed" => Subject::Loramux(Mode::Mixed { adapters }),
-            other => bail!("unknown subject {other:?}: expected candle, base, one or mixed"),
+            "gate" => Subject::Loramux(Mode::Gated {
+                candidates: adapters,
+                top_k: GATE_TOP_K.min(adapters),
+            }),
+            other => bail!("unknown subject {other:?}: expected candle, base, one, mixed or gate"),
         };
         if subjects.contains(&subject) {
             bail!("{part} is given twice in {text:?}");
@@ -219,7 +241,7 @@ mod tests {
             [Subject::Loramux(Mode::Base), mixed]
         );
         assert_eq!(
-            parse_subjects("candle,base,one,mixed", 4).unwrap(),
+            parse_subjects("candle,base,one,mixed,gate", 4).unwrap(),
             all_subjects(4)
         );
         for bad in ["", "base,base", "lora", "base,,one"] {
@@ -243,7 +265,8 @@ mod tests {
                 "candle quantized_llama",
                 "loramux base",
                 "loramux one",
-                "loramux mixed8"
+                "loramux mixed8",
+                "loramux gate8top2"
             ]
         );
         assert_eq!(cfg.positions(), 32 + 3 + DEFAULT_STEPS);

@@ -3,9 +3,12 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use loramux_runtime::{AdapterBank, AdapterLease, BankConfig, BaseModel, NoAdapters, WeightDtype};
+use loramux_router::gate::LearnedGate;
+use loramux_runtime::{
+    AdapterBank, AdapterLease, BankConfig, BaseModel, FixedGate, NoAdapters, WeightDtype,
+};
 
-use super::adapters::{load_random, row_candidates};
+use super::adapters::{load_random, random_gate, row_candidates};
 use super::candle_run::{load_candle, CandleDecoder, CANDLE_MAX_POSITIONS};
 use super::config::{BenchConfig, Mode, Subject};
 use super::loramux_run::LoramuxDecoder;
@@ -18,6 +21,8 @@ pub struct Engines {
     bank: AdapterBank,
     /// Pins the random adapters for the whole run; empty when no subject uses adapters.
     leases: Vec<AdapterLease>,
+    /// The random learned gate of the gated subject, bound to the adapters' slots.
+    gate: Option<LearnedGate>,
 }
 
 impl Engines {
@@ -44,16 +49,33 @@ impl Engines {
                 r_max: config.rank,
             },
         )?;
-        let leases = if has(|s| matches!(s, Subject::Loramux(Mode::One | Mode::Mixed { .. }))) {
+        let leases = if has(|s| {
+            matches!(
+                s,
+                Subject::Loramux(Mode::One | Mode::Mixed { .. } | Mode::Gated { .. })
+            )
+        }) {
             load_random(&mut bank, &cfg, config.adapters, config.rank, config.seed)?
         } else {
             Vec::new()
         };
+        let gate = config.subjects.iter().find_map(|s| match s {
+            Subject::Loramux(Mode::Gated { candidates, top_k }) => {
+                let slots: Vec<u32> = leases
+                    .iter()
+                    .take(*candidates)
+                    .map(AdapterLease::slot)
+                    .collect();
+                Some(random_gate(&cfg, &slots, *top_k, config.seed))
+            }
+            _ => None,
+        });
         Ok(Self {
             base,
             candle,
             bank,
             leases,
+            gate,
         })
     }
 
@@ -80,6 +102,7 @@ impl Engines {
                     Box::new(LoramuxDecoder::new(
                         model,
                         &NoAdapters,
+                        &FixedGate,
                         prompts,
                         candidates,
                     )?)
@@ -87,7 +110,12 @@ impl Engines {
                 Subject::Loramux(mode) => {
                     ensure!(!slots.is_empty(), "the adapters were not loaded");
                     let candidates = row_candidates(mode, prompts.len(), &slots);
-                    Box::new(LoramuxDecoder::new(model, bank, prompts, candidates)?)
+                    let gate: &dyn loramux_runtime::Gate = match (mode, &self.gate) {
+                        (Mode::Gated { .. }, Some(g)) => g,
+                        (Mode::Gated { .. }, None) => bail!("the gate was not built"),
+                        _ => &FixedGate,
+                    };
+                    Box::new(LoramuxDecoder::new(model, bank, gate, prompts, candidates)?)
                 }
             });
         }

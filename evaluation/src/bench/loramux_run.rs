@@ -1,15 +1,17 @@
 //! loramux as a [`Decoder`]: a ragged prefill of every row, then decode steps, each one
-//! `LlamaModel::forward` over all rows with `FixedGate` turning each row's candidates
-//! (none, one adapter, or its round-robin adapter) into the mixture plan.
+//! `LlamaModel::forward` over all rows with a gate turning each row's candidates into the
+//! mixture plan: `FixedGate` for none, one adapter or its round-robin adapter; a learned
+//! gate for the gated subject.
 
 use anyhow::{ensure, Result};
-use loramux_runtime::{Candidate, FixedGate, KvCache, LlamaModel, LogitRows, LoraStacks, SeqStep};
+use loramux_runtime::{Candidate, Gate, KvCache, LlamaModel, LogitRows, LoraStacks, SeqStep};
 
 use super::timing::{argmax, Decoder};
 
 pub struct LoramuxDecoder<'a> {
     model: &'a LlamaModel,
     lora: &'a dyn LoraStacks,
+    gate: &'a dyn Gate,
     prompts: &'a [Vec<u32>],
     candidates: Vec<Vec<Candidate>>,
     caches: Vec<KvCache>,
@@ -20,6 +22,7 @@ impl<'a> LoramuxDecoder<'a> {
     pub fn new(
         model: &'a LlamaModel,
         lora: &'a dyn LoraStacks,
+        gate: &'a dyn Gate,
         prompts: &'a [Vec<u32>],
         candidates: Vec<Vec<Candidate>>,
     ) -> Result<Self> {
@@ -36,6 +39,7 @@ impl<'a> LoramuxDecoder<'a> {
         Ok(Self {
             model,
             lora,
+            gate,
             prompts,
             candidates,
             caches,
@@ -55,7 +59,7 @@ impl<'a> LoramuxDecoder<'a> {
                 logits: LogitRows::Last,
             })
             .collect();
-        let logits = self.model.forward(&mut seqs, self.lora, &FixedGate)?;
+        let logits = self.model.forward(&mut seqs, self.lora, self.gate)?;
         Ok(logits.iter().map(|row| argmax(row)).collect())
     }
 }

@@ -57,6 +57,9 @@ pub struct RatioSet {
     pub mixed_over_base_time: Option<f64>,
     /// loramux base tok/s ÷ candle tok/s: above 1, loramux's base path is faster.
     pub base_over_candle_throughput: Option<f64>,
+    /// Gated (learned gate, top-k of the candidates per token) tok/s ÷ one adapter tok/s.
+    #[serde(default)]
+    pub gate_over_one_throughput: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -97,7 +100,9 @@ fn ratio_set(rows: &[&Measurement], speed: fn(&Measurement) -> f64) -> RatioSet 
     let one = of(|s| *s == Subject::Loramux(Mode::One));
     let mixed = of(|s| matches!(s, Subject::Loramux(Mode::Mixed { .. })));
     let candle = of(|s| *s == Subject::Candle);
+    let gated = of(|s| matches!(s, Subject::Loramux(Mode::Gated { .. })));
     RatioSet {
+        gate_over_one_throughput: quotient(gated, one),
         one_over_base_time: quotient(base, one),
         mixed_over_base_time: quotient(base, mixed),
         base_over_candle_throughput: quotient(base, candle),

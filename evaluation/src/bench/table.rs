@@ -62,11 +62,14 @@ impl Display for BenchReport {
         }
         writeln!(f)?;
         let mixed = format!("mixed{}", c.adapters);
-        let rows: [(String, Pick); 3] = [
+        let rows: [(String, Pick); 4] = [
             (format!("{mixed}/base time"), |r| r.mixed_over_base_time),
             ("one/base time".into(), |r| r.one_over_base_time),
             ("loramux base / candle tok/s".into(), |r| {
                 r.base_over_candle_throughput
+            }),
+            ("gate top-k / one adapter tok/s".into(), |r| {
+                r.gate_over_one_throughput
             }),
         ];
         for (title, set) in [

@@ -186,6 +186,7 @@ pub fn run(
         retrieval: retrieval.rows,
         retrieval_top1: retrieval.top1,
         retrieval_top3: retrieval.top3,
+        composite_candidates_both: retrieval.composite_both,
         averages: average_rows(&scores),
         scores,
         throughput,
@@ -232,6 +233,9 @@ pub struct RetrievalSummary {
     pub rows: Vec<RetrievalRow>,
     pub top1: f64,
     pub top3: f64,
+    /// Composite prompts whose candidates include the adapters of both parts (what a
+    /// per-token gate over the candidates needs).
+    pub composite_both: f64,
 }
 
 /// Retrieval alone (no generation): seconds instead of minutes, for tuning the router.
@@ -258,7 +262,20 @@ fn retrieval_summary(items: &[Item], retrieved: &[Vec<(String, f32)>]) -> Retrie
             .take(k)
             .any(|(id, _)| *id == items[*i].task)
     };
+    let composites: Vec<usize> = (0..items.len())
+        .filter(|&i| items[i].kind == Kind::Composite)
+        .collect();
+    let both = composites
+        .iter()
+        .filter(|&&i| {
+            items[i]
+                .task
+                .split('+')
+                .all(|t| retrieved[i].iter().any(|(id, _)| id == t))
+        })
+        .count();
     RetrievalSummary {
+        composite_both: ratio(both, composites.len()),
         rows: retrieval_rows(items, retrieved),
         top1: ratio(
             in_domain.iter().filter(|i| hit(i, 1)).count(),

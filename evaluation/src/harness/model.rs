@@ -55,6 +55,7 @@ impl ZooModel {
         zoo_dir: &Path,
         embedder_dir: &Path,
         scratch: &Path,
+        router_config: RouterConfig,
     ) -> anyhow::Result<Self> {
         let manifest = ZooManifest::load(zoo_dir)?;
         let cfg = base.model.config().clone();
@@ -63,7 +64,7 @@ impl ZooModel {
             Registry::open(scratch, RegistryConfig::default(), Arc::new(embedder))
                 .with_context(|| format!("opening a scratch registry in {}", scratch.display()))?;
         register_zoo(zoo_dir, &mut registry, &cfg, &mut |_| {})?;
-        let router = Router::new(Arc::new(RwLock::new(registry)), RouterConfig::default())?;
+        let router = Router::new(Arc::new(RwLock::new(registry)), router_config)?;
         let r_max = manifest.training.rank.max(1);
         let mut bank = AdapterBank::new(
             &cfg,

@@ -117,9 +117,11 @@ pub fn markdown(r: &EvalResults, plots: &[String]) -> String {
     let _ = writeln!(
         md,
         "\n## Retrieval accuracy (in-domain test prompts, held-out instruction templates)\n\n\
-         Overall: top-1 {} %, top-3 {} %.\n\n| task | prompts | top-1 | top-3 |\n|---|---:|---:|---:|",
+         Overall: top-1 {} %, top-3 {} %. Composite prompts with both parts' adapters among \
+         the candidates: {} %.\n\n| task | prompts | top-1 | top-3 |\n|---|---:|---:|---:|",
         pct(r.retrieval_top1),
-        pct(r.retrieval_top3)
+        pct(r.retrieval_top3),
+        pct(r.composite_candidates_both)
     );
     for row in &r.retrieval {
         let _ = writeln!(

@@ -80,6 +80,9 @@ pub struct EvalResults {
     pub retrieval: Vec<RetrievalRow>,
     pub retrieval_top1: f64,
     pub retrieval_top3: f64,
+    /// Composite prompts whose retrieved candidates hold both parts' adapters.
+    #[serde(default)]
+    pub composite_candidates_both: f64,
     pub scores: Vec<ScoreRow>,
     pub averages: Vec<AverageRow>,
     pub throughput: Vec<ThroughputRow>,
@@ -307,6 +310,7 @@ mod tests {
             retrieval: vec![],
             retrieval_top1: 0.96,
             retrieval_top3: 1.0,
+            composite_candidates_both: 1.0,
             scores: vec![],
             averages: vec![
                 AverageRow {
