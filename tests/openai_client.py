@@ -68,6 +68,10 @@ date = [{"role": "user", "content": "Rewrite 14 July 2019 as an ISO 8601 date (Y
 routed = client.chat.completions.create(model="auto", messages=date, max_tokens=16, temperature=0)
 routing = routed.model_extra.get("routing", {})
 check(routing["candidates"][0]["id"] == "iso_date", f"a date prompt routes to the zoo's iso_date: {routing}")
+if os.path.exists("evaluation/zoo/gate.safetensors"):
+    check("learned gate" in routing.get("gate", ""), f"auto mixes with the zoo's learned gate: {routing}")
+    check(routed.choices[0].message.content.strip() == "2019-07-14",
+          f"the gated answer: {routed.choices[0].message.content!r}")
 direct = client.chat.completions.create(model="iso_date", messages=date, max_tokens=16, temperature=0)
 check(direct.choices[0].message.content.strip() == "2019-07-14",
       f"the zoo adapter answers: {direct.choices[0].message.content!r}")

@@ -26,6 +26,64 @@ pub struct GateInput<'a> {
 
 pub trait Gate: Send + Sync {
     fn plan(&self, input: &GateInput<'_>) -> MixPlan;
+
+    /// Hears that bank `slot` now holds adapter `id` (called whenever an adapter is leased):
+    /// a gate that scores adapters by identity needs it. Returns whether the gate knows the
+    /// adapter; the default knows none and needs none.
+    fn bind(&self, _slot: u32, _id: &str) -> bool {
+        false
+    }
+}
+
+/// One batch, two kinds of rows: rows flagged `true` are planned by `gated` (sequences
+/// routed per token), the others get their candidates' fixed weights (an explicit adapter or
+/// mixture). Flags are per token row, in the model's row order.
+pub struct RowSplitGate<'a> {
+    pub gated: &'a dyn Gate,
+    pub rows: &'a [bool],
+}
+
+impl Gate for RowSplitGate<'_> {
+    fn plan(&self, input: &GateInput<'_>) -> MixPlan {
+        let n = input.row_candidates.len();
+        if self.rows.len() != n || !self.rows.contains(&true) {
+            return FixedGate.plan(input);
+        }
+        if self.rows.iter().all(|&g| g) {
+            return self.gated.plan(input);
+        }
+        let h = input.hidden_size;
+        let picked: Vec<usize> = (0..n).filter(|&r| self.rows[r]).collect();
+        let hidden: Vec<f32> = picked
+            .iter()
+            .flat_map(|&r| &input.hidden[r * h..(r + 1) * h])
+            .copied()
+            .collect();
+        let cands: Vec<&[Candidate]> = picked.iter().map(|&r| input.row_candidates[r]).collect();
+        let sub = self.gated.plan(&GateInput {
+            layer: input.layer,
+            hidden: &hidden,
+            hidden_size: h,
+            row_candidates: &cands,
+        });
+        let mut plan = MixPlan::with_capacity(n, 2);
+        let mut next = 0;
+        let mut fixed = Vec::new();
+        for r in 0..n {
+            if self.rows[r] {
+                plan.push_row(sub.row(next));
+                next += 1;
+            } else {
+                fixed.clear();
+                fixed.extend(input.row_candidates[r].iter().map(|c| SlotWeight {
+                    slot: c.slot,
+                    weight: c.prior,
+                }));
+                plan.push_row(&fixed);
+            }
+        }
+        plan
+    }
 }
 
 /// Fixed weights per sequence: every token of a sequence uses its candidates with their
@@ -54,6 +112,76 @@ impl Gate for FixedGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gives every row one expert: its last candidate at weight 1, marking what it planned.
+    struct LastOnly;
+
+    impl Gate for LastOnly {
+        fn plan(&self, input: &GateInput<'_>) -> MixPlan {
+            let mut plan = MixPlan::new();
+            for (r, c) in input.row_candidates.iter().enumerate() {
+                // The hidden row travels with its candidates.
+                let weight = input.hidden[r * input.hidden_size];
+                plan.push_row(&[SlotWeight {
+                    slot: c.last().map_or(0, |c| c.slot),
+                    weight,
+                }]);
+            }
+            plan
+        }
+    }
+
+    #[test]
+    fn row_split_sends_flagged_rows_to_the_gate_and_keeps_the_rest_fixed() {
+        let a = [
+            Candidate {
+                slot: 3,
+                prior: 0.25,
+            },
+            Candidate {
+                slot: 1,
+                prior: 0.75,
+            },
+        ];
+        let rows: Vec<&[Candidate]> = vec![&a, &a, &a, &a];
+        // Row r's hidden state starts with 1 + r, so the gated plan shows which row it saw.
+        let hidden: Vec<f32> = (0..4).flat_map(|r| [1.0 + r as f32, 0.0]).collect();
+        let input = GateInput {
+            layer: 0,
+            hidden: &hidden,
+            hidden_size: 2,
+            row_candidates: &rows,
+        };
+        let flags = [false, true, false, true];
+        let plan = RowSplitGate {
+            gated: &LastOnly,
+            rows: &flags,
+        }
+        .plan(&input);
+        let fixed = FixedGate.plan(&input);
+        assert_eq!(plan.row(0), fixed.row(0));
+        assert_eq!(plan.row(2), fixed.row(2));
+        assert_eq!(
+            plan.row(1),
+            &[SlotWeight {
+                slot: 1,
+                weight: 2.0
+            }]
+        );
+        assert_eq!(
+            plan.row(3),
+            &[SlotWeight {
+                slot: 1,
+                weight: 4.0
+            }]
+        );
+        let none = RowSplitGate {
+            gated: &LastOnly,
+            rows: &[false; 4],
+        }
+        .plan(&input);
+        assert_eq!(none, fixed);
+    }
 
     #[test]
     fn fixed_gate_copies_each_rows_candidates() {

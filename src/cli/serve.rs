@@ -8,6 +8,8 @@ use loramux::server::{
     configure, AdapterCatalog, DirCatalog, Limits, LoadedAdapters, RegistryCatalog, ServerMetrics,
     ServerState,
 };
+use loramux_eval::harness::model::GATE_FILE;
+use loramux_router::gate::{GateConfig, GateWeights, LearnedGate};
 use loramux_router::{PeftValidator, Router, RouterConfig};
 use loramux_runtime::engine::{self, EngineConfig};
 use loramux_runtime::{AdapterBank, BankConfig, BaseModel};
@@ -33,6 +35,17 @@ pub struct ServeArgs {
     /// Do not register the project's adapter zoo on the registry's first start.
     #[arg(long)]
     no_zoo: bool,
+    /// Learned gate for `auto` (from `loramux train-gate`) [default: the zoo's
+    /// gate.safetensors when it exists]; adapters it was not trained on fall back to
+    /// their retrieval prior.
+    #[arg(long)]
+    gate: Option<PathBuf>,
+    /// Serve `auto` with the retrieval prior only, even when a gate exists.
+    #[arg(long, conflicts_with = "gate")]
+    no_gate: bool,
+    /// Experts per token the gate keeps.
+    #[arg(long, default_value_t = GateConfig::default().top_k)]
+    gate_top_k: usize,
     /// Bearer token required by the admin endpoints; LORAMUX_ADMIN_TOKEN also sets it.
     #[arg(long)]
     admin_token: Option<String>,
@@ -63,7 +76,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             r_max: args.bank_rank,
         },
     )?;
-    let engine = engine::spawn(
+    let gate = if args.adapters_dir.is_some() || args.no_gate {
+        None
+    } else {
+        load_gate(args.gate.as_deref(), base.model.config(), args.gate_top_k)?
+    };
+    let gate_top_k = gate.as_ref().map(|_| args.gate_top_k);
+    let engine = engine::spawn_with_gate(
         base.clone(),
         bank,
         EngineConfig {
@@ -71,6 +90,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_running: args.max_running,
             ..EngineConfig::default()
         },
+        gate,
     );
     let catalog: Arc<dyn AdapterCatalog> = match &args.adapters_dir {
         Some(dir) => Arc::new(DirCatalog::new(dir)),
@@ -85,10 +105,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
             let registry = Arc::new(std::sync::RwLock::new(registry));
             let router = Router::new(registry, RouterConfig::default())?;
-            Arc::new(RegistryCatalog::new(
-                router,
-                PeftValidator::new(base.model.config().clone()),
-            ))
+            let catalog =
+                RegistryCatalog::new(router, PeftValidator::new(base.model.config().clone()));
+            Arc::new(if gate_top_k.is_some() {
+                catalog.with_all_candidates()
+            } else {
+                catalog
+            })
         }
     };
     let base_name = path
@@ -107,6 +130,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .admin_token
             .or_else(|| std::env::var("LORAMUX_ADMIN_TOKEN").ok())
             .filter(|t| !t.is_empty()),
+        gate_top_k,
     });
     let addr = (args.host.as_str(), args.port);
     eprintln!(
@@ -124,4 +148,45 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
     })?;
     Ok(())
+}
+
+/// The learned gate to serve `auto` with: `path`, or else the zoo's gate if there is one.
+fn load_gate(
+    path: Option<&std::path::Path>,
+    model: &loramux_runtime::ModelConfig,
+    top_k: usize,
+) -> anyhow::Result<Option<Arc<dyn loramux_runtime::Gate>>> {
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let zoo_gate = loramux_eval::zoo::default_zoo_dir().join(GATE_FILE);
+            if !zoo_gate.exists() {
+                return Ok(None);
+            }
+            zoo_gate
+        }
+    };
+    let weights = GateWeights::load(&path)?;
+    if weights.num_layers != model.num_layers || weights.hidden_size != model.hidden_size {
+        anyhow::bail!(
+            "gate {} was trained for {} layers × {} hidden, the model has {} × {}",
+            path.display(),
+            weights.num_layers,
+            weights.hidden_size,
+            model.num_layers,
+            model.hidden_size
+        );
+    }
+    eprintln!(
+        "auto routing mixes per token with the learned gate {} over {} adapters (top-{top_k})",
+        path.display(),
+        weights.experts()
+    );
+    Ok(Some(Arc::new(LearnedGate::new(
+        weights,
+        GateConfig {
+            top_k,
+            ..GateConfig::default()
+        },
+    ))))
 }

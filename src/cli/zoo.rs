@@ -170,12 +170,18 @@ fn build(out: &Path, only: Option<&str>, jobs: usize, training: ZooTraining) -> 
                     break;
                 };
                 let result = train_one(&exe, task, out, &logs, threads, &training);
-                match &result {
-                    Ok(r) => bar.println(format!(
+                let line = match &result {
+                    Ok(r) => format!(
                         "{task}: loss {:.3} -> {:.3} in {:.0}s",
                         r.first_loss, r.last_loss, r.seconds
-                    )),
-                    Err(e) => bar.println(format!("{task}: FAILED: {e:#}")),
+                    ),
+                    Err(e) => format!("{task}: FAILED: {e:#}"),
+                };
+                // A hidden bar (no terminal) swallows println: say it on stderr instead.
+                if bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
                 }
                 bar.inc(1);
                 if let Ok(mut r) = results.lock() {

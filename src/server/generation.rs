@@ -29,6 +29,8 @@ pub struct Prepared {
     prompt_ids: Vec<u32>,
     adapters: Vec<(Arc<Adapter>, f32)>,
     routing: Routing,
+    /// Mixed per token by the engine's learned gate.
+    gated: bool,
     sampling: SamplingParams,
     max_tokens: usize,
     stop: Vec<String>,
@@ -97,6 +99,7 @@ pub fn validate(
         model: params.model,
         prompt_ids,
         adapters,
+        gated: routing.gate.is_some(),
         routing,
         sampling,
         max_tokens,
@@ -150,6 +153,7 @@ fn resolve_routing(
             mode: "mixture",
             candidates: vec![],
             weights: weighted(&list),
+            gate: None,
         };
         return Ok((list, routing));
     }
@@ -160,6 +164,7 @@ fn resolve_routing(
                 mode: "base",
                 candidates: vec![],
                 weights: vec![],
+                gate: None,
             },
         )),
         "auto" | "" => {
@@ -176,6 +181,10 @@ fn resolve_routing(
                     })
                     .collect(),
                 weights: weighted(&list),
+                gate: state
+                    .gate_top_k
+                    .filter(|_| !list.is_empty())
+                    .map(|k| format!("learned gate, top-{k} per token and layer")),
             };
             Ok((list, routing))
         }
@@ -190,6 +199,7 @@ fn resolve_routing(
                     mode: "adapter",
                     candidates: vec![],
                     weights: weighted(&list),
+                    gate: None,
                 },
             ))
         }
@@ -290,6 +300,7 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
             sampling: p.sampling,
             max_tokens: p.max_tokens,
             stop_ids,
+            gated: p.gated,
             events: tx,
         })
         .map_err(|e| match e {

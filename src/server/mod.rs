@@ -55,6 +55,9 @@ pub struct ServerState {
     pub metrics: ServerMetrics,
     /// Bearer token required by the admin endpoints (registration, deletion), when set.
     pub admin_token: Option<String>,
+    /// Experts per token of the engine's learned gate, when it has one: `auto` requests
+    /// are then mixed per token by the gate.
+    pub gate_top_k: Option<usize>,
 }
 
 /// Registers every route and the JSON limits on an actix app.

@@ -78,7 +78,12 @@ pub struct Routing {
     /// `base`, `adapter`, `mixture` or `auto`.
     pub mode: &'static str,
     pub candidates: Vec<Scored>,
+    /// The candidates' prior weights; under a learned gate each token reweighs them.
     pub weights: Vec<Weighted>,
+    /// How `auto` mixes the candidates when not by the fixed weights, e.g.
+    /// `learned gate, top-2 per token and layer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

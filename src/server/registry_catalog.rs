@@ -10,11 +10,24 @@ use std::sync::{Arc, RwLock};
 pub struct RegistryCatalog {
     router: Router,
     validator: PeftValidator,
+    /// Hand `auto` every retrieved candidate (a learned gate picks per token), not only the
+    /// router's top-k.
+    all_candidates: bool,
 }
 
 impl RegistryCatalog {
     pub fn new(router: Router, validator: PeftValidator) -> Self {
-        Self { router, validator }
+        Self {
+            router,
+            validator,
+            all_candidates: false,
+        }
+    }
+
+    /// `auto` returns all retrieved candidates: for a server whose learned gate chooses.
+    pub fn with_all_candidates(mut self) -> Self {
+        self.all_candidates = true;
+        self
     }
 
     pub fn registry(&self) -> &Arc<RwLock<Registry>> {
@@ -53,7 +66,12 @@ impl AdapterCatalog for RegistryCatalog {
         match self.router.route(prompt) {
             Ok(RoutePlan::Auto { candidates, top_k }) => {
                 // The kept top-k share the mixture: renormalize their priors to sum to 1.
-                let kept: Vec<_> = candidates.into_iter().take(top_k.max(1)).collect();
+                let keep = if self.all_candidates {
+                    candidates.len()
+                } else {
+                    top_k.max(1)
+                };
+                let kept: Vec<_> = candidates.into_iter().take(keep).collect();
                 let total: f32 = kept.iter().map(|c| c.prior).sum();
                 kept.into_iter()
                     .map(|c| RoutedCandidate {

@@ -54,6 +54,7 @@ fn state(queue: usize) -> Arc<ServerState> {
         },
         metrics: ServerMetrics::default(),
         admin_token: None,
+        gate_top_k: None,
     })
 }
 

@@ -108,6 +108,7 @@ pub fn random_gate(
     seed: u64,
 ) -> loramux_router::gate::LearnedGate {
     use loramux_router::gate::{GateConfig, GateWeights, LearnedGate};
+    use loramux_runtime::Gate;
     let mut rng = StdRng::seed_from_u64(seed ^ 0x6a7e);
     let e = slots.len();
     let spread = 1.0 / (cfg.hidden_size as f32).sqrt();

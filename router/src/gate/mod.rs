@@ -71,19 +71,6 @@ impl LearnedGate {
         Self::new(self.weights.clone(), config)
     }
 
-    /// Records that bank `slot` holds adapter `id`; returns whether the gate knows it.
-    pub fn bind(&self, slot: u32, id: &str) -> bool {
-        let expert = self.weights.expert(id);
-        if let Ok(mut slots) = self.slots.write() {
-            let i = slot as usize;
-            if slots.len() <= i {
-                slots.resize(i + 1, None);
-            }
-            slots[i] = expert;
-        }
-        expert.is_some()
-    }
-
     fn plan_row(
         &self,
         layer: usize,
@@ -126,6 +113,19 @@ impl LearnedGate {
 }
 
 impl Gate for LearnedGate {
+    /// Records that bank `slot` holds adapter `id`; returns whether the gate knows it.
+    fn bind(&self, slot: u32, id: &str) -> bool {
+        let expert = self.weights.expert(id);
+        if let Ok(mut slots) = self.slots.write() {
+            let i = slot as usize;
+            if slots.len() <= i {
+                slots.resize(i + 1, None);
+            }
+            slots[i] = expert;
+        }
+        expert.is_some()
+    }
+
     fn plan(&self, input: &GateInput<'_>) -> MixPlan {
         let rows = input.row_candidates.len();
         let mut plan = MixPlan::with_capacity(rows, self.config.top_k);

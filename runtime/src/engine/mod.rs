@@ -49,6 +49,9 @@ pub struct EngineRequest {
     pub sampling: SamplingParams,
     pub max_tokens: usize,
     pub stop_ids: Vec<u32>,
+    /// Mix `adapters` per token with the engine's learned gate (when it has one) instead of
+    /// with the fixed weights: for `auto` routing; explicit choices keep their weights.
+    pub gated: bool,
     pub events: UnboundedSender<EngineEvent>,
 }
 
@@ -71,9 +74,20 @@ pub fn spawn(
     bank: crate::AdapterBank,
     config: EngineConfig,
 ) -> EngineHandle {
+    spawn_with_gate(base, bank, config, None)
+}
+
+/// [`spawn`] with a learned gate for the requests that ask for one (`gated`); the gate hears
+/// every lease's slot and adapter id.
+pub fn spawn_with_gate(
+    base: Arc<crate::BaseModel>,
+    bank: crate::AdapterBank,
+    config: EngineConfig,
+    gate: Option<Arc<dyn crate::Gate>>,
+) -> EngineHandle {
     let (tx, rx) = std::sync::mpsc::sync_channel(config.queue_capacity);
     let metrics = Arc::new(EngineMetrics::default());
-    let worker = worker::Worker::new(base, bank, config, rx, metrics.clone());
+    let worker = worker::Worker::new(base, bank, config, gate, rx, metrics.clone());
     std::thread::Builder::new()
         .name("loramux-engine".into())
         .spawn(move || worker.run())

@@ -6,7 +6,8 @@ use super::{EngineConfig, EngineEvent, EngineMetrics, EngineRequest};
 use crate::generate::FinishReason;
 use crate::model::{LogitRows, SeqStep};
 use crate::{
-    AdapterBank, AdapterLease, BaseModel, Candidate, FixedGate, KvCache, RuntimeError, Sampler,
+    AdapterBank, AdapterLease, BaseModel, Candidate, FixedGate, Gate, KvCache, RowSplitGate,
+    RuntimeError, Sampler,
 };
 use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
@@ -28,6 +29,8 @@ pub(super) struct Worker {
     base: Arc<BaseModel>,
     bank: AdapterBank,
     config: EngineConfig,
+    /// The learned gate for `gated` requests, if the engine has one.
+    gate: Option<Arc<dyn Gate>>,
     rx: Receiver<EngineRequest>,
     metrics: Arc<EngineMetrics>,
     waiting: VecDeque<EngineRequest>,
@@ -53,10 +56,12 @@ impl Worker {
         base: Arc<BaseModel>,
         bank: AdapterBank,
         config: EngineConfig,
+        gate: Option<Arc<dyn Gate>>,
         rx: Receiver<EngineRequest>,
         metrics: Arc<EngineMetrics>,
     ) -> Self {
         Self {
+            gate,
             base,
             bank,
             config,
@@ -152,6 +157,9 @@ impl Worker {
         for (adapter, weight) in &request.adapters {
             match self.bank.acquire(adapter) {
                 Ok(lease) => {
+                    if let Some(gate) = &self.gate {
+                        gate.bind(lease.slot(), adapter.id().as_str());
+                    }
                     candidates.push(Candidate {
                         slot: lease.slot(),
                         prior: *weight,
@@ -192,10 +200,14 @@ impl Worker {
         let result = {
             let mut by_seq: Vec<Option<&mut Running>> = self.running.iter_mut().map(Some).collect();
             let mut steps = Vec::with_capacity(plan.len());
+            // Per token row (the model's row order: sequence by sequence), whether the
+            // learned gate plans it.
+            let mut gated_rows = Vec::new();
             for item in &plan {
                 let Some(r) = by_seq[item.seq].take() else {
                     continue;
                 };
+                let gated = r.request.gated && !r.candidates.is_empty();
                 let Running {
                     request,
                     cache,
@@ -210,6 +222,7 @@ impl Worker {
                     }
                     SeqPhase::Decode => &last[..],
                 };
+                gated_rows.extend(std::iter::repeat_n(gated, tokens.len()));
                 steps.push(SeqStep {
                     tokens,
                     cache,
@@ -221,7 +234,16 @@ impl Worker {
                     },
                 });
             }
-            self.base.model.forward(&mut steps, &self.bank, &FixedGate)
+            match &self.gate {
+                Some(gate) => {
+                    let split = RowSplitGate {
+                        gated: gate.as_ref(),
+                        rows: &gated_rows,
+                    };
+                    self.base.model.forward(&mut steps, &self.bank, &split)
+                }
+                None => self.base.model.forward(&mut steps, &self.bank, &FixedGate),
+            }
         };
         let logits = match result {
             Ok(l) => l,

@@ -124,6 +124,7 @@ fn engine_matches_plain_batched_generation() {
                 sampling: SamplingParams::default(),
                 max_tokens,
                 stop_ids: vec![],
+                gated: false,
                 events: tx,
             })
             .expect("queued");
@@ -164,6 +165,7 @@ fn cancelled_and_invalid_requests_leave_at_once_and_a_full_queue_fails_fast() {
                 sampling: SamplingParams::default(),
                 max_tokens,
                 stop_ids: vec![],
+                gated: false,
                 events: tx,
             },
             rx,
