@@ -163,29 +163,31 @@ fn build(out: &Path, only: Option<&str>, jobs: usize, training: ZooTraining) -> 
     );
     let queue = Mutex::new(wanted.clone());
     let results: Mutex<Vec<(String, anyhow::Result<TrainSummary>)>> = Mutex::new(Vec::new());
+    // Taking the next task in a function of its own drops the queue's lock at once (a lock
+    // guard in a `while let` condition would live through the whole job).
+    let next = || queue.lock().ok().and_then(|mut q| q.pop());
     std::thread::scope(|s| {
         for _ in 0..jobs {
-            s.spawn(|| loop {
-                let Some(task) = queue.lock().map(|mut q| q.pop()).ok().flatten() else {
-                    break;
-                };
-                let result = train_one(&exe, task, out, &logs, threads, &training);
-                let line = match &result {
-                    Ok(r) => format!(
-                        "{task}: loss {:.3} -> {:.3} in {:.0}s",
-                        r.first_loss, r.last_loss, r.seconds
-                    ),
-                    Err(e) => format!("{task}: FAILED: {e:#}"),
-                };
-                // A hidden bar (no terminal) swallows println: say it on stderr instead.
-                if bar.is_hidden() {
-                    eprintln!("{line}");
-                } else {
-                    bar.println(line);
-                }
-                bar.inc(1);
-                if let Ok(mut r) = results.lock() {
-                    r.push((task.to_string(), result));
+            s.spawn(|| {
+                while let Some(task) = next() {
+                    let result = train_one(&exe, task, out, &logs, threads, &training);
+                    let line = match &result {
+                        Ok(r) => format!(
+                            "{task}: loss {:.3} -> {:.3} in {:.0}s",
+                            r.first_loss, r.last_loss, r.seconds
+                        ),
+                        Err(e) => format!("{task}: FAILED: {e:#}"),
+                    };
+                    // A hidden bar (no terminal) swallows println: say it on stderr instead.
+                    if bar.is_hidden() {
+                        eprintln!("{line}");
+                    } else {
+                        bar.println(line);
+                    }
+                    bar.inc(1);
+                    if let Ok(mut r) = results.lock() {
+                        r.push((task.to_string(), result));
+                    }
                 }
             });
         }
