@@ -24,6 +24,15 @@ pub struct GateInput<'a> {
     pub row_candidates: &'a [&'a [Candidate]],
 }
 
+/// A row's candidates at their prior (or fixed) weights: the plan row of a fixed mixture.
+pub fn prior_row(cands: &[Candidate], out: &mut Vec<SlotWeight>) {
+    out.clear();
+    out.extend(cands.iter().map(|c| SlotWeight {
+        slot: c.slot,
+        weight: c.prior,
+    }));
+}
+
 pub trait Gate: Send + Sync {
     fn plan(&self, input: &GateInput<'_>) -> MixPlan;
 
@@ -74,11 +83,7 @@ impl Gate for RowSplitGate<'_> {
                 plan.push_row(sub.row(next));
                 next += 1;
             } else {
-                fixed.clear();
-                fixed.extend(input.row_candidates[r].iter().map(|c| SlotWeight {
-                    slot: c.slot,
-                    weight: c.prior,
-                }));
+                prior_row(input.row_candidates[r], &mut fixed);
                 plan.push_row(&fixed);
             }
         }
@@ -98,11 +103,7 @@ impl Gate for FixedGate {
         let mut plan = MixPlan::with_capacity(rows, 2);
         let mut experts = Vec::new();
         for cands in input.row_candidates {
-            experts.clear();
-            experts.extend(cands.iter().map(|c| SlotWeight {
-                slot: c.slot,
-                weight: c.prior,
-            }));
+            prior_row(cands, &mut experts);
             plan.push_row(&experts);
         }
         plan

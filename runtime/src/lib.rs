@@ -28,7 +28,7 @@ pub use base::BaseModel;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use config::{ModelConfig, ModuleKind};
 pub use error::{Result, RuntimeError};
-pub use gate::{Candidate, FixedGate, Gate, GateInput, RowSplitGate};
+pub use gate::{prior_row, Candidate, FixedGate, Gate, GateInput, RowSplitGate};
 pub use kv_cache::KvCache;
 pub use model::{LlamaModel, LogitRows, LoraStacks, NoAdapters, SeqStep};
 pub use sampling::{Sampler, SamplingParams};

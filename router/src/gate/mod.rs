@@ -16,7 +16,7 @@ mod tests;
 pub use weights::GateWeights;
 
 use loramux_kernels::{MixPlan, SlotWeight};
-use loramux_runtime::{Gate, GateInput};
+use loramux_runtime::{prior_row, Gate, GateInput};
 use std::sync::RwLock;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -86,10 +86,7 @@ impl LearnedGate {
             .collect();
         let Some(known) = known else {
             // A candidate the gate never saw: the retrieval prior decides for the row.
-            out.extend(cands.iter().map(|c| SlotWeight {
-                slot: c.slot,
-                weight: c.prior,
-            }));
+            prior_row(cands, out);
             return;
         };
         let mut scored: Vec<(f32, u32)> = cands
@@ -143,11 +140,7 @@ impl Gate for LearnedGate {
                 self.plan_row(input.layer, h, cands, &experts, &mut row);
             } else {
                 // A gate for another model shape: never guess, use the prior.
-                row.clear();
-                row.extend(cands.iter().map(|c| SlotWeight {
-                    slot: c.slot,
-                    weight: c.prior,
-                }));
+                prior_row(cands, &mut row);
             }
             plan.push_row(&row);
         }

@@ -16,10 +16,9 @@ use super::GateWeights;
 use crate::{Result, RouterError};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
-use loramux_runtime::train::{pack, LoraHook, TrainConfig, TrainExample, TrainModel};
+use loramux_runtime::train::{pack, EpochSampler, LoraHook, TrainConfig, TrainExample, TrainModel};
 use loramux_runtime::{Adapter, ModelConfig, ModuleKind};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -408,19 +407,13 @@ pub fn train_gate(
             ..ParamsAdamW::default()
         },
     )?;
-    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x9a7e);
-    let mut order: Vec<usize> = Vec::new();
+    let mut sampler = EpochSampler::new(examples.len(), cfg.seed ^ 0x9a7e);
     for step in 0..cfg.steps {
-        let mut picked = Vec::with_capacity(cfg.batch_size);
-        while picked.len() < cfg.batch_size {
-            if order.is_empty() {
-                order = (0..examples.len()).collect();
-                order.shuffle(&mut rng);
-            }
-            if let Some(i) = order.pop() {
-                picked.push(&examples[i]);
-            }
-        }
+        let picked: Vec<&GateExample> = sampler
+            .next_batch(cfg.batch_size)
+            .into_iter()
+            .map(|i| &examples[i])
+            .collect();
         opt.set_learning_rate(schedule.lr_at(step));
         let (loss, lm, gate) = gate_batch_loss(model, &mix, &picked, cfg.supervision)?;
         opt.backward_step(&loss)?;

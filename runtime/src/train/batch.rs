@@ -53,6 +53,39 @@ impl TrainExample {
 
 /// A batch ready for the model: tokens `[batch, len]`, the flat rows whose logits enter
 /// the loss and their target ids.
+/// Draws batches of example indices: every example once per epoch, in a seeded shuffled
+/// order that changes from epoch to epoch.
+pub struct EpochSampler {
+    rng: rand::rngs::StdRng,
+    examples: usize,
+    order: Vec<usize>,
+}
+
+impl EpochSampler {
+    pub fn new(examples: usize, seed: u64) -> Self {
+        use rand::SeedableRng;
+        Self {
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            examples,
+            order: Vec::new(),
+        }
+    }
+
+    /// The next `size` indices (empty when there are no examples).
+    pub fn next_batch(&mut self, size: usize) -> Vec<usize> {
+        use rand::seq::SliceRandom;
+        let mut picked = Vec::with_capacity(size);
+        while picked.len() < size && self.examples > 0 {
+            if self.order.is_empty() {
+                self.order = (0..self.examples).collect();
+                self.order.shuffle(&mut self.rng);
+            }
+            picked.extend(self.order.pop());
+        }
+        picked
+    }
+}
+
 pub struct PackedBatch {
     pub tokens: Tensor,
     pub loss_rows: Tensor,

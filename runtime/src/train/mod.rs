@@ -9,15 +9,12 @@ mod lora;
 mod model;
 mod ops;
 
-pub use batch::{pack, PackedBatch, TrainExample};
+pub use batch::{pack, EpochSampler, PackedBatch, TrainExample};
 pub use lora::{LoraHook, LoraSet, LoraShape};
 pub use model::TrainModel;
 
 use crate::{ModuleKind, Result, RuntimeError};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 
 /// How to train one adapter.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,19 +131,13 @@ pub fn train_lora(
             ..ParamsAdamW::default()
         },
     )?;
-    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
-    let mut order: Vec<usize> = Vec::new();
+    let mut sampler = EpochSampler::new(examples.len(), cfg.seed ^ 0x5eed);
     for step in 0..cfg.steps {
-        let mut picked = Vec::with_capacity(cfg.batch_size);
-        while picked.len() < cfg.batch_size {
-            if order.is_empty() {
-                order = (0..examples.len()).collect();
-                order.shuffle(&mut rng);
-            }
-            if let Some(i) = order.pop() {
-                picked.push(&examples[i]);
-            }
-        }
+        let picked: Vec<&TrainExample> = sampler
+            .next_batch(cfg.batch_size)
+            .into_iter()
+            .map(|i| &examples[i])
+            .collect();
         let batch = pack(&picked)?;
         let lr = cfg.lr_at(step);
         opt.set_learning_rate(lr);
