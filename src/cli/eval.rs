@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use loramux_eval::harness::items::Kind;
 use loramux_eval::harness::model::ZooModel;
+use loramux_eval::harness::results::EvalResults;
 use loramux_eval::harness::{evaluate_retrieval, plots, report, run, EvalConfig};
 use loramux_eval::tasks::Suite;
 use loramux_eval::zoo::default_zoo_dir;
@@ -54,6 +55,10 @@ pub struct EvalArgs {
     /// adapters among the candidates 95% of the time instead of 82%.
     #[arg(long, default_value_t = 4)]
     candidates: usize,
+    /// Run nothing: render report.md and the plots in --report again from this
+    /// results.json (after a change to the report's layout).
+    #[arg(long)]
+    from_results: Option<PathBuf>,
 }
 
 pub fn run_cli(args: EvalArgs) -> anyhow::Result<()> {
@@ -62,6 +67,13 @@ pub fn run_cli(args: EvalArgs) -> anyhow::Result<()> {
             "unknown suite {:?}; the only suite is `default`",
             args.suite
         );
+    }
+    if let Some(path) = &args.from_results {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let results = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an evaluation results file", path.display()))?;
+        return write_report(&results, &args.report);
     }
     let suite = Suite::default_suite();
     let mut config = if args.quick {
@@ -120,34 +132,13 @@ pub fn run_cli(args: EvalArgs) -> anyhow::Result<()> {
         &model.retriever,
         &mut model.generator,
     )?;
-    std::fs::create_dir_all(&args.report)?;
-    let plots = match plots::write_all(&results, &args.report) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("warning: plots skipped: {e:#}");
-            Vec::new()
-        }
-    };
-    std::fs::write(
-        args.report.join("results.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
-    std::fs::write(
-        args.report.join("report.md"),
-        report::markdown(&results, &plots),
-    )?;
+    write_report(&results, &args.report)?;
     if args.json {
         println!("{}", serde_json::to_string(&results)?);
         return Ok(());
     }
     println!("strategy            in-domain  out-of-domain  composite");
-    for s in [
-        "base",
-        "oracle",
-        "retrieval_top1",
-        "retrieval_mixture",
-        "uniform",
-    ] {
+    for s in &results.strategies {
         let cell = |k| {
             results
                 .average(s, k)
@@ -177,5 +168,23 @@ pub fn run_cli(args: EvalArgs) -> anyhow::Result<()> {
             if t.met { "met" } else { "NOT met" }
         );
     }
+    Ok(())
+}
+
+/// `results.json`, `report.md` and the plots of `results` in `dir`.
+fn write_report(results: &EvalResults, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let plots = match plots::write_all(results, dir) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("warning: plots skipped: {e:#}");
+            Vec::new()
+        }
+    };
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(results)?,
+    )?;
+    std::fs::write(dir.join("report.md"), report::markdown(results, &plots))?;
     Ok(())
 }

@@ -72,10 +72,11 @@ fn accuracy_by_strategy(r: &EvalResults, path: &Path) -> anyhow::Result<()> {
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(n)
+        .x_labels(2 * n + 1)
         .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            strategies.get(i).cloned().unwrap_or_default()
+            centered(*x)
+                .and_then(|i| strategies.get(i).cloned())
+                .unwrap_or_default()
         })
         .y_desc("exact match (%)")
         .label_style(("sans-serif", 14))
@@ -126,10 +127,10 @@ fn retrieval_by_task(r: &EvalResults, path: &Path) -> anyhow::Result<()> {
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(n)
+        .x_labels(2 * n + 1)
         .x_label_formatter(&|x| {
-            r.retrieval
-                .get(x.floor() as usize)
+            centered(*x)
+                .and_then(|i| r.retrieval.get(i))
                 .map(|row| row.task.clone())
                 .unwrap_or_default()
         })
@@ -159,4 +160,11 @@ fn retrieval_by_task(r: &EvalResults, path: &Path) -> anyhow::Result<()> {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// The group whose center is `x`, for x-axis labels. Asking plotters for 2n + 1 labels over
+/// `0..n` puts them every half unit; only the centers `i + 0.5` get a name, so every group is
+/// labelled once, under its bars (n labels alone would be thinned to every other group).
+fn centered(x: f64) -> Option<usize> {
+    ((x.fract() - 0.5).abs() < 1e-6 && x >= 0.0).then(|| x.floor() as usize)
 }
