@@ -69,29 +69,37 @@ pub fn parse_dtype(name: &str) -> anyhow::Result<DType> {
     })
 }
 
-/// `(prompt, answer)` pairs from a JSONL file; a bad line is an error naming it.
-fn read_jsonl(path: &PathBuf) -> anyhow::Result<Vec<(String, String)>> {
-    #[derive(serde::Deserialize)]
-    struct Line {
-        prompt: String,
-        answer: String,
-    }
+/// The non-empty lines of a JSONL file parsed as `T`, with their 1-based line numbers; a bad
+/// line is an error naming the file, the line and the `expected` shape.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    expected: &str,
+) -> anyhow::Result<Vec<(usize, T)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            let line: Line = serde_json::from_str(l).with_context(|| {
-                format!(
-                    "{} line {}: expected {{\"prompt\", \"answer\"}}",
-                    path.display(),
-                    i + 1
-                )
+            let line = serde_json::from_str(l).with_context(|| {
+                format!("{} line {}: expected {expected}", path.display(), i + 1)
             })?;
-            Ok((line.prompt, line.answer))
+            Ok((i + 1, line))
         })
         .collect()
+}
+
+/// `(prompt, answer)` pairs from a JSONL file.
+fn read_pairs(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        prompt: String,
+        answer: String,
+    }
+    Ok(read_jsonl::<Line>(path, "{\"prompt\", \"answer\"}")?
+        .into_iter()
+        .map(|(_, l)| (l.prompt, l.answer))
+        .collect())
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -110,7 +118,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     config.validate()?;
     let dtype = parse_dtype(&args.dtype)?;
     let (pairs, label) = match (&args.task, &args.data) {
-        (_, Some(path)) => (read_jsonl(path)?, "data".to_string()),
+        (_, Some(path)) => (read_pairs(path)?, "data".to_string()),
         (Some(name), None) => {
             let n = args.examples.unwrap_or(args.steps * args.batch_size);
             (

@@ -122,21 +122,9 @@ fn read_jsonl(base: &TrainBase, path: &Path, ids: &[String]) -> anyhow::Result<V
         answer: String,
         adapter: Option<String>,
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, l) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let line: Line = serde_json::from_str(l).with_context(|| {
-            format!(
-                "{} line {}: expected {{\"prompt\", \"answer\", \"adapter\"?}}",
-                path.display(),
-                i + 1
-            )
-        })?;
+    let lines = super::train::read_jsonl::<Line>(path, "{\"prompt\", \"answer\", \"adapter\"?}")?;
+    let mut out = Vec::with_capacity(lines.len());
+    for (n, line) in lines {
         let example = base
             .tokenize([(line.prompt.as_str(), line.answer.as_str())])?
             .remove(0);
@@ -144,9 +132,8 @@ fn read_jsonl(base: &TrainBase, path: &Path, ids: &[String]) -> anyhow::Result<V
             None => None,
             Some(id) => Some(ids.iter().position(|x| x == id).with_context(|| {
                 format!(
-                    "{} line {}: adapter {id} is not one of the gate's",
-                    path.display(),
-                    i + 1
+                    "{} line {n}: adapter {id} is not one of the gate's",
+                    path.display()
                 )
             })? as u32),
         };

@@ -103,10 +103,7 @@ pub fn run(
 ) -> anyhow::Result<EvalResults> {
     let started = Instant::now();
     let items = build_items(suite, &config.counts);
-    let retrieved: Vec<Vec<(String, f32)>> = items
-        .iter()
-        .map(|it| retriever.retrieve(&it.prompt))
-        .collect::<anyhow::Result<_>>()?;
+    let retrieved = retrieve_all(&items, retriever)?;
     let plan = work_plan(&items, zoo, config);
     let total: usize = plan.iter().map(|(_, idx)| idx.len()).sum();
     let bar = ProgressBar::new(total as u64);
@@ -245,11 +242,19 @@ pub fn evaluate_retrieval(
     retriever: &dyn Retriever,
 ) -> anyhow::Result<RetrievalSummary> {
     let items = build_items(suite, counts);
-    let retrieved: Vec<Vec<(String, f32)>> = items
+    let retrieved = retrieve_all(&items, retriever)?;
+    Ok(retrieval_summary(&items, &retrieved))
+}
+
+/// Every item's retrieved candidates, in item order.
+fn retrieve_all(
+    items: &[Item],
+    retriever: &dyn Retriever,
+) -> anyhow::Result<Vec<Vec<(String, f32)>>> {
+    items
         .iter()
         .map(|it| retriever.retrieve(&it.prompt))
-        .collect::<anyhow::Result<_>>()?;
-    Ok(retrieval_summary(&items, &retrieved))
+        .collect()
 }
 
 fn retrieval_summary(items: &[Item], retrieved: &[Vec<(String, f32)>]) -> RetrievalSummary {

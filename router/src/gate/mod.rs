@@ -62,46 +62,31 @@ impl LearnedGate {
         &self.weights
     }
 
-    pub fn config(&self) -> GateConfig {
-        self.config
-    }
-
-    /// The same weights with another top-k / prior weight (slot bindings are not copied).
-    pub fn with_config(&self, config: GateConfig) -> Self {
-        Self::new(self.weights.clone(), config)
-    }
-
     fn plan_row(
         &self,
         layer: usize,
         h: &[f32],
         cands: &[loramux_runtime::Candidate],
         experts: &[Option<usize>],
+        scored: &mut Vec<(f32, u32)>,
         out: &mut Vec<SlotWeight>,
     ) {
-        out.clear();
-        let known: Option<Vec<usize>> = cands
-            .iter()
-            .map(|c| experts.get(c.slot as usize).copied().flatten())
-            .collect();
-        let Some(known) = known else {
-            // A candidate the gate never saw: the retrieval prior decides for the row.
-            prior_row(cands, out);
-            return;
-        };
-        let mut scored: Vec<(f32, u32)> = cands
-            .iter()
-            .zip(known)
-            .map(|(c, e)| {
-                let bias = self.config.prior_weight * c.prior.max(MIN_PRIOR).ln();
-                (self.weights.logit(layer, e, h) + bias, c.slot)
-            })
-            .collect();
+        scored.clear();
+        for c in cands {
+            let Some(e) = experts.get(c.slot as usize).copied().flatten() else {
+                // A candidate the gate never saw: the retrieval prior decides for the row.
+                prior_row(cands, out);
+                return;
+            };
+            let bias = self.config.prior_weight * c.prior.max(MIN_PRIOR).ln();
+            scored.push((self.weights.logit(layer, e, h) + bias, c.slot));
+        }
         // Highest logit first; the slot breaks ties so plans are deterministic.
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         scored.truncate(self.config.top_k);
         let top = scored[0].0;
         let total: f32 = scored.iter().map(|(l, _)| (l - top).exp()).sum();
+        out.clear();
         out.extend(scored.iter().map(|&(l, slot)| SlotWeight {
             slot,
             weight: (l - top).exp() / total,
@@ -126,10 +111,13 @@ impl Gate for LearnedGate {
     fn plan(&self, input: &GateInput<'_>) -> MixPlan {
         let rows = input.row_candidates.len();
         let mut plan = MixPlan::with_capacity(rows, self.config.top_k);
-        let experts = self.slots.read().map(|s| s.clone()).unwrap_or_default();
+        // Read the slot table once per call, without copying it (this runs in every layer).
+        let guard = self.slots.read();
+        let experts: &[Option<usize>] = guard.as_deref().map_or(&[], |s| s.as_slice());
         let usable =
             input.layer < self.weights.num_layers && input.hidden_size == self.weights.hidden_size;
         let mut row = Vec::with_capacity(self.config.top_k);
+        let mut scored = Vec::new();
         for (r, cands) in input.row_candidates.iter().enumerate() {
             if cands.is_empty() {
                 plan.push_row(&[]);
@@ -137,7 +125,7 @@ impl Gate for LearnedGate {
             }
             if usable {
                 let h = &input.hidden[r * input.hidden_size..(r + 1) * input.hidden_size];
-                self.plan_row(input.layer, h, cands, &experts, &mut row);
+                self.plan_row(input.layer, h, cands, experts, &mut scored, &mut row);
             } else {
                 // A gate for another model shape: never guess, use the prior.
                 prior_row(cands, &mut row);

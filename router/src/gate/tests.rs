@@ -87,6 +87,13 @@ fn hidden_rows(rows: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 fn cand(slot: u32, prior: f32) -> Candidate {
     Candidate { slot, prior }
 }
@@ -266,21 +273,13 @@ fn top_1_with_a_dominant_expert_equals_that_fixed_adapter() {
         },
     );
     let fixed = inference_logits(&adapters, &[cand(1, 1.0)], &FixedGate, &tokens, &|_, _| {});
-    let worst = gated
-        .iter()
-        .zip(&fixed)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let worst = max_abs_diff(&gated, &fixed);
     assert!(
         worst < 1e-5,
         "top-1 gate and fixed adapter differ by {worst}"
     );
     let base = inference_logits(&adapters, &[], &FixedGate, &tokens, &|_, _| {});
-    let moved = base
-        .iter()
-        .zip(&fixed)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let moved = max_abs_diff(&base, &fixed);
     assert!(moved > 1e-2, "the adapter does not move the logits");
 }
 
@@ -390,11 +389,7 @@ fn training_learns_the_labels_and_the_inference_gate_matches_the_training_graph(
     let got = inference_logits(&adapters, &all, &gate, &tokens, &|s, id| {
         gate.bind(s, id);
     });
-    let worst = got
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let worst = max_abs_diff(&got, &expected);
     assert!(
         worst < 1e-4,
         "inference and training logits differ by {worst}"

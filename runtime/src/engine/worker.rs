@@ -198,6 +198,7 @@ impl Worker {
         let plan = scheduler.plan(&phases);
         let mut prompt_tokens = 0;
         let result = {
+            let has_gate = self.gate.is_some();
             let mut by_seq: Vec<Option<&mut Running>> = self.running.iter_mut().map(Some).collect();
             let mut steps = Vec::with_capacity(plan.len());
             // Per token row (the model's row order: sequence by sequence), whether the
@@ -207,7 +208,7 @@ impl Worker {
                 let Some(r) = by_seq[item.seq].take() else {
                     continue;
                 };
-                let gated = r.request.gated && !r.candidates.is_empty();
+                let gated = has_gate && r.request.gated && !r.candidates.is_empty();
                 let Running {
                     request,
                     cache,
@@ -222,7 +223,9 @@ impl Worker {
                     }
                     SeqPhase::Decode => &last[..],
                 };
-                gated_rows.extend(std::iter::repeat_n(gated, tokens.len()));
+                if has_gate {
+                    gated_rows.extend(std::iter::repeat_n(gated, tokens.len()));
+                }
                 steps.push(SeqStep {
                     tokens,
                     cache,
