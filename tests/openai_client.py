@@ -72,6 +72,22 @@ if os.path.exists("evaluation/zoo/gate.safetensors"):
     check("learned gate" in routing.get("gate", ""), f"auto mixes with the zoo's learned gate: {routing}")
     check(routed.choices[0].message.content.strip() == "2019-07-14",
           f"the gated answer: {routed.choices[0].message.content!r}")
+    gw = routing.get("gate_weights") or {}
+    ids = [w["id"] for w in routing["weights"]]
+    check(gw.get("adapters") == ids, f"gate weights name the routed adapters in order: {gw.get('adapters')} vs {ids}")
+    check(len(gw.get("per_token", [])) == routed.usage.completion_tokens,
+          f"one gate entry per completion token: {len(gw.get('per_token', []))} vs {routed.usage.completion_tokens}")
+    check(all(abs(sum(t["weights"]) - 1) < 1e-2 for t in gw["per_token"]),
+          "each token's weights sum to 1 (top-k softmax, averaged over layers)")
+    check(len(gw.get("per_layer", [])) == 30 and all(len(l) == len(ids) for l in gw["per_layer"]),
+          "per-layer weights for the 30 layers")
+    top = ids[max(range(len(ids)), key=lambda i: gw["mean"][i])]
+    check(top == "iso_date", f"the gate leans on iso_date for a date answer: mean {dict(zip(ids, gw['mean']))}")
+    last = None
+    for chunk in client.chat.completions.create(model="auto", messages=date, max_tokens=16, temperature=0, stream=True):
+        last = (chunk.model_extra or {}).get("routing") or last
+    check(last is not None and last.get("gate_weights", {}).get("mean") == gw["mean"],
+          "a streamed answer ends with the same gate weights")
 direct = client.chat.completions.create(model="iso_date", messages=date, max_tokens=16, temperature=0)
 check(direct.choices[0].message.content.strip() == "2019-07-14",
       f"the zoo adapter answers: {direct.choices[0].message.content!r}")

@@ -6,7 +6,9 @@ use anyhow::Context;
 use candle_core::DType;
 use indicatif::{ProgressBar, ProgressStyle};
 use loramux_runtime::base::chat_prompt_ids;
-use loramux_runtime::train::{train_lora, TrainConfig, TrainExample, TrainModel};
+use loramux_runtime::train::{
+    continue_lora, train_lora, LoraSet, TrainConfig, TrainExample, TrainModel,
+};
 use loramux_runtime::{ChatTemplate, Tokenizer};
 use std::path::Path;
 use std::time::Instant;
@@ -71,12 +73,13 @@ pub struct TrainSummary {
     pub answer_tokens: usize,
 }
 
-/// Trains on `examples`, shows a progress bar labelled `label` with the running loss, and
-/// writes the adapter to `out` in `dtype`.
+/// Trains on `examples` (fresh factors, or further from `start`), shows a progress bar
+/// labelled `label` with the running loss, and writes the adapter to `out` in `dtype`.
 pub fn train_and_save(
     base: &TrainBase,
     examples: &[TrainExample],
     config: &TrainConfig,
+    start: Option<LoraSet>,
     out: &Path,
     dtype: DType,
     label: &str,
@@ -92,7 +95,7 @@ pub fn train_and_save(
     let started = Instant::now();
     let mut losses = Vec::with_capacity(config.steps);
     let mut tokens = 0;
-    let lora = train_lora(&base.model, examples, config, &mut |r| {
+    let mut on_step = |r: &loramux_runtime::train::StepReport| {
         losses.push(r.loss);
         tokens += r.answer_tokens;
         // A short running mean: single-batch losses jump around.
@@ -100,11 +103,15 @@ pub fn train_and_save(
         let mean = recent.iter().sum::<f32>() / recent.len() as f32;
         bar.set_message(format!("loss {mean:.3}"));
         bar.inc(1);
-        if bar.is_hidden() && (r.step + 1) % 10 == 0 {
+        if bar.is_hidden() && (r.step + 1).is_multiple_of(10) {
             // No terminal (a log file, a parent process): a line every ten steps instead.
             eprintln!("{label}: step {}/{} loss {mean:.3}", r.step + 1, r.steps);
         }
-    })?;
+    };
+    let lora = match start {
+        Some(lora) => continue_lora(&base.model, examples, config, lora, &mut on_step)?,
+        None => train_lora(&base.model, examples, config, &mut on_step)?,
+    };
     bar.finish();
     lora.save_peft(out, dtype, &base.name)
         .with_context(|| format!("writing the adapter to {}", out.display()))?;

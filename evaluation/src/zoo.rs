@@ -47,6 +47,19 @@ pub struct ZooTraining {
     /// letter-level tasks: the 135M base model learns them slowly).
     #[serde(default)]
     pub task_steps: BTreeMap<String, usize>,
+    /// Tasks trained further after the first run: a warm restart from the first run's
+    /// adapter with a new schedule and fresh examples (`loramux train --init`).
+    #[serde(default)]
+    pub continued: BTreeMap<String, Continuation>,
+}
+
+/// A second training phase for one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Continuation {
+    pub steps: usize,
+    pub lr: f64,
+    /// Seed of the second phase's examples and order: other examples than the first run's.
+    pub seed: u64,
 }
 
 impl Default for ZooTraining {
@@ -67,6 +80,20 @@ impl Default for ZooTraining {
             ]
             .map(|(t, s)| (t.to_string(), s))
             .into(),
+            continued: [
+                ("add_numbers", 300),
+                ("acronym", 300),
+                ("sort_numbers", 200),
+            ]
+            .map(|(t, steps)| {
+                let phase = Continuation {
+                    steps,
+                    lr: 1e-3,
+                    seed: 1,
+                };
+                (t.to_string(), phase)
+            })
+            .into(),
         }
     }
 }
@@ -76,7 +103,7 @@ impl ZooTraining {
         self.task_steps.get(task).copied().unwrap_or(self.steps)
     }
 
-    /// The `loramux train` arguments for one task.
+    /// The `loramux train` arguments for one task's first run.
     pub fn train_args(&self, task: &str, out: &Path) -> Vec<String> {
         vec![
             "train".into(),
@@ -103,6 +130,33 @@ impl ZooTraining {
             "--json".into(),
         ]
     }
+
+    /// The `loramux train` arguments of a task's second phase, which trains the adapter at
+    /// `out` further in place; `None` for tasks without one.
+    pub fn continue_args(&self, task: &str, out: &Path) -> Option<Vec<String>> {
+        let phase = self.continued.get(task)?;
+        let out = out.display().to_string();
+        Some(vec![
+            "train".into(),
+            "--task".into(),
+            task.into(),
+            "--init".into(),
+            out.clone(),
+            "--out".into(),
+            out,
+            "--steps".into(),
+            phase.steps.to_string(),
+            "--batch-size".into(),
+            self.batch_size.to_string(),
+            "--lr".into(),
+            phase.lr.to_string(),
+            "--seed".into(),
+            phase.seed.to_string(),
+            "--dtype".into(),
+            self.dtype.clone(),
+            "--json".into(),
+        ])
+    }
 }
 
 /// One adapter of the zoo.
@@ -117,6 +171,9 @@ pub struct ZooEntry {
     /// Folder of the PEFT files, relative to the zoo folder.
     pub dir: String,
     pub train: TrainSummary,
+    /// The second phase, for tasks trained further (see [`ZooTraining::continued`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continued: Option<TrainSummary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,8 +4,8 @@ use anyhow::{bail, Context};
 use candle_core::DType;
 use clap::Args;
 use loramux_eval::training::{train_and_save, TrainBase};
-use loramux_runtime::train::{LoraShape, TrainConfig};
-use loramux_runtime::ModuleKind;
+use loramux_runtime::train::{LoraSet, LoraShape, TrainConfig};
+use loramux_runtime::{Adapter, AdapterId, ModuleKind};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -16,9 +16,13 @@ pub struct TrainArgs {
     /// JSONL training data, one `{"prompt": "..", "answer": ".."}` per line.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Where to write the PEFT adapter folder.
+    /// Where to write the PEFT adapter folder (may be the `--init` folder itself).
     #[arg(long)]
     out: PathBuf,
+    /// Train this PEFT adapter further instead of fresh factors (a warm restart with a new
+    /// schedule); its rank, alpha and targets replace `--rank`, `--alpha`, `--targets`.
+    #[arg(long, conflicts_with_all = ["rank", "alpha", "targets"])]
+    init: Option<PathBuf>,
     /// Base model: a GGUF file, a Hugging Face folder, or `default`.
     #[arg(long, default_value = "default")]
     model: String,
@@ -103,7 +107,7 @@ fn read_pairs(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let config = TrainConfig {
+    let mut config = TrainConfig {
         lora: LoraShape {
             rank: args.rank,
             alpha: args.alpha,
@@ -132,8 +136,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         bail!("no training examples");
     }
     let base = TrainBase::load(&crate::cli::generate::resolve_model(&args.model)?)?;
+    let start = match &args.init {
+        Some(dir) => {
+            let model = base.model.config();
+            let adapter = Adapter::load(AdapterId::new("init")?, dir, model)
+                .with_context(|| format!("--init {}", dir.display()))?;
+            let lora = LoraSet::from_adapter(&adapter, model)?;
+            config.lora = lora.shape().clone();
+            Some(lora)
+        }
+        None => None,
+    };
     let examples = base.tokenize(pairs.iter().map(|(p, a)| (p.as_str(), a.as_str())))?;
-    let summary = train_and_save(&base, &examples, &config, &args.out, dtype, &label)?;
+    let summary = train_and_save(&base, &examples, &config, start, &args.out, dtype, &label)?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

@@ -41,6 +41,11 @@ enum ZooCommand {
         /// manifest from the task suite.
         #[arg(long)]
         examples_only: bool,
+        /// Run only the second phase of the tasks that have one (zoo.json `continued`), on
+        /// the adapters already in the zoo: what a full build does after their first run.
+        /// Each call trains them further again.
+        #[arg(long)]
+        continue_only: bool,
     },
     /// Register every zoo adapter that the registry does not have yet.
     Register {
@@ -105,6 +110,7 @@ pub fn run(args: ZooArgs) -> anyhow::Result<()> {
             steps,
             lr,
             examples_only,
+            continue_only,
         } => {
             let out = out.unwrap_or_else(default_zoo_dir);
             if examples_only {
@@ -114,11 +120,17 @@ pub fn run(args: ZooArgs) -> anyhow::Result<()> {
             if let Some(s) = steps {
                 training.steps = s;
                 training.task_steps.clear();
+                training.continued.clear();
             }
             if let Some(lr) = lr {
                 training.lr = lr;
             }
-            build(&out, tasks.as_deref(), jobs, training)
+            let phases = if continue_only {
+                Phases::SecondOnly
+            } else {
+                Phases::All
+            };
+            build(&out, tasks.as_deref(), jobs, training, phases)
         }
         ZooCommand::Register { zoo, registry } => {
             let zoo = zoo.unwrap_or_else(default_zoo_dir);
@@ -134,12 +146,39 @@ pub fn run(args: ZooArgs) -> anyhow::Result<()> {
     }
 }
 
-fn build(out: &Path, only: Option<&str>, jobs: usize, training: ZooTraining) -> anyhow::Result<()> {
+/// Which training phases a build runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phases {
+    All,
+    /// Only the continuation of the tasks that have one, from the zoo's adapters.
+    SecondOnly,
+}
+
+/// What training one task produced.
+struct Trained {
+    /// `None` when the first run was skipped ([`Phases::SecondOnly`]).
+    first: Option<TrainSummary>,
+    continued: Option<TrainSummary>,
+}
+
+fn build(
+    out: &Path,
+    only: Option<&str>,
+    jobs: usize,
+    training: ZooTraining,
+    phases: Phases,
+) -> anyhow::Result<()> {
     let suite = Suite::default_suite();
-    let wanted: Vec<&str> = match only {
+    let mut wanted: Vec<&str> = match only {
         Some(list) => list.split(',').map(str::trim).collect(),
         None => suite.in_domain.iter().map(|t| t.name()).collect(),
     };
+    if phases == Phases::SecondOnly {
+        wanted.retain(|t| training.continued.contains_key(*t));
+        if wanted.is_empty() {
+            bail!("none of these tasks has a second training phase in the zoo's training plan");
+        }
+    }
     for name in &wanted {
         if !suite.in_domain.iter().any(|t| t.name() == *name) {
             bail!("{name:?} is not an in-domain task of the default suite");
@@ -162,7 +201,7 @@ fn build(out: &Path, only: Option<&str>, jobs: usize, training: ZooTraining) -> 
         logs.display()
     );
     let queue = Mutex::new(wanted.clone());
-    let results: Mutex<Vec<(String, anyhow::Result<TrainSummary>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(String, anyhow::Result<Trained>)>> = Mutex::new(Vec::new());
     // Taking the next task in a function of its own drops the queue's lock at once (a lock
     // guard in a `while let` condition would live through the whole job).
     let next = || queue.lock().ok().and_then(|mut q| q.pop());
@@ -170,12 +209,23 @@ fn build(out: &Path, only: Option<&str>, jobs: usize, training: ZooTraining) -> 
         for _ in 0..jobs {
             s.spawn(|| {
                 while let Some(task) = next() {
-                    let result = train_one(&exe, task, out, &logs, threads, &training);
+                    let result = train_task(&exe, task, out, &logs, threads, &training, phases);
                     let line = match &result {
-                        Ok(r) => format!(
-                            "{task}: loss {:.3} -> {:.3} in {:.0}s",
-                            r.first_loss, r.last_loss, r.seconds
-                        ),
+                        Ok(r) => {
+                            let phase = |s: &Option<TrainSummary>| {
+                                s.as_ref().map(|s| {
+                                    format!(
+                                        "loss {:.3} -> {:.3} in {:.0}s",
+                                        s.first_loss, s.last_loss, s.seconds
+                                    )
+                                })
+                            };
+                            let phases: Vec<String> = [phase(&r.first), phase(&r.continued)]
+                                .into_iter()
+                                .flatten()
+                                .collect();
+                            format!("{task}: {}", phases.join(", then "))
+                        }
                         Err(e) => format!("{task}: FAILED: {e:#}"),
                     };
                     // A hidden bar (no terminal) swallows println: say it on stderr instead.
@@ -203,14 +253,21 @@ fn build(out: &Path, only: Option<&str>, jobs: usize, training: ZooTraining) -> 
     manifest.training = training;
     let mut failed = Vec::new();
     for (name, result) in results {
-        let summary = match result {
-            Ok(s) => s,
+        let trained = match result {
+            Ok(t) => t,
             Err(_) => {
                 failed.push(name);
                 continue;
             }
         };
         let task = suite.task(&name).context("task vanished")?;
+        let first = match trained.first {
+            Some(s) => s,
+            None => manifest
+                .entry(&name)
+                .map(|e| e.train.clone())
+                .with_context(|| format!("{name} was continued but has no first-run entry"))?,
+        };
         let examples = zoo_examples(task);
         manifest.adapters.retain(|e| e.id != name);
         manifest.adapters.push(ZooEntry {
@@ -219,7 +276,8 @@ fn build(out: &Path, only: Option<&str>, jobs: usize, training: ZooTraining) -> 
             description: task.description().into(),
             examples,
             dir: name.clone(),
-            train: summary,
+            train: first,
+            continued: trained.continued,
         });
     }
     let order: Vec<&str> = suite.in_domain.iter().map(|t| t.name()).collect();
@@ -254,17 +312,47 @@ fn refresh_examples(zoo: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn train_one(
+/// The phases of one task, each a `loramux train` process.
+fn train_task(
     exe: &Path,
     task: &str,
     out: &Path,
     logs: &Path,
     threads: usize,
     training: &ZooTraining,
+    phases: Phases,
+) -> anyhow::Result<Trained> {
+    let dir = out.join(task);
+    let first = match phases {
+        Phases::All => Some(train_process(
+            exe,
+            &training.train_args(task, &dir),
+            &logs.join(format!("{task}.log")),
+            threads,
+        )?),
+        Phases::SecondOnly => None,
+    };
+    let continued = match training.continue_args(task, &dir) {
+        Some(args) => Some(train_process(
+            exe,
+            &args,
+            &logs.join(format!("{task}.continued.log")),
+            threads,
+        )?),
+        None => None,
+    };
+    Ok(Trained { first, continued })
+}
+
+fn train_process(
+    exe: &Path,
+    args: &[String],
+    log: &Path,
+    threads: usize,
 ) -> anyhow::Result<TrainSummary> {
-    let log = std::fs::File::create(logs.join(format!("{task}.log")))?;
+    let log = std::fs::File::create(log)?;
     let output = Command::new(exe)
-        .args(training.train_args(task, &out.join(task)))
+        .args(args)
         .env("RAYON_NUM_THREADS", threads.to_string())
         .stderr(log)
         .output()

@@ -3,6 +3,7 @@
 //! engine → streamed (SSE) or collected into one response.
 
 use super::errors::ApiError;
+use super::gate_report::GateTally;
 use super::openai::{CommonParams, Routing, Scored, Usage, Weighted};
 use super::ServerState;
 use actix_web::web::Bytes;
@@ -154,6 +155,7 @@ fn resolve_routing(
             candidates: vec![],
             weights: weighted(&list),
             gate: None,
+            gate_weights: None,
         };
         return Ok((list, routing));
     }
@@ -165,6 +167,7 @@ fn resolve_routing(
                 candidates: vec![],
                 weights: vec![],
                 gate: None,
+                gate_weights: None,
             },
         )),
         "auto" | "" => {
@@ -185,6 +188,7 @@ fn resolve_routing(
                     .gate_top_k
                     .filter(|_| !list.is_empty())
                     .map(|k| format!("learned gate, top-{k} per token and layer")),
+                gate_weights: None,
             };
             Ok((list, routing))
         }
@@ -200,6 +204,7 @@ fn resolve_routing(
                     candidates: vec![],
                     weights: weighted(&list),
                     gate: None,
+                    gate_weights: None,
                 },
             ))
         }
@@ -208,6 +213,9 @@ fn resolve_routing(
 
 struct Run {
     rx: UnboundedReceiver<EngineEvent>,
+    /// The response's routing; `gate_weights` is filled in from `gate` at the end.
+    routing: Routing,
+    gate: GateTally,
     detok: TokenStream,
     stop: Vec<String>,
     text: String,
@@ -229,7 +237,12 @@ impl Run {
         loop {
             match self.rx.recv().await? {
                 EngineEvent::Started => continue,
+                EngineEvent::Gate(weights) => {
+                    self.gate.gate(weights);
+                    continue;
+                }
                 EngineEvent::Token(t) => {
+                    self.gate.token(t);
                     let now = Instant::now();
                     match self.first_token {
                         None => state.metrics.ttft(now - self.started),
@@ -272,6 +285,17 @@ impl Run {
         }
     }
 
+    /// The routing object with the gate's weights over the tokens generated so far.
+    fn final_routing(&self, state: &ServerState) -> Routing {
+        let mut routing = self.routing.clone();
+        let ids: Vec<String> = routing.weights.iter().map(|w| w.id.clone()).collect();
+        let tokenizer = &state.base.tokenizer;
+        routing.gate_weights = self.gate.report(&ids, |id| {
+            tokenizer.decode(&[id], false).unwrap_or_default()
+        });
+        routing
+    }
+
     /// If `piece` completes a stop string, the part of `piece` before it.
     fn stop_cut(&self, piece: &str) -> Option<String> {
         // Runs for every token: without stop strings there is nothing to join or search.
@@ -309,6 +333,8 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
         })?;
     let mut run = Run {
         rx,
+        routing: p.routing,
+        gate: GateTally::default(),
         detok: state.base.tokenizer.stream(true),
         stop: p.stop,
         text: String::new(),
@@ -367,13 +393,20 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
         };
         return Ok(HttpResponse::Ok().json(json!({
             "id": id, "object": object, "created": created, "model": p.model,
-            "choices": [choice], "usage": finish.1, "routing": p.routing,
+            "choices": [choice], "usage": finish.1, "routing": run.final_routing(&state),
         })));
     }
     let kind = p.kind;
     let model = p.model;
-    let routing = p.routing;
-    let first = chunk(kind, &id, created, &model, Some(""), None, Some(&routing));
+    let first = chunk(
+        kind,
+        &id,
+        created,
+        &model,
+        Some(""),
+        None,
+        Some(&run.routing),
+    );
     let body = futures_util::stream::unfold(
         (Some(first), Some(run), state, id, model),
         move |(pending, run, state, id, model)| async move {
@@ -389,7 +422,16 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
                     let closed = run.rx.is_closed();
                     let bytes = chunk(kind, &id, created, &model, Some(&t), None, None);
                     if closed {
-                        let end = chunk(kind, &id, created, &model, None, Some("stop"), None);
+                        let routing = run.final_routing(&state);
+                        let end = chunk(
+                            kind,
+                            &id,
+                            created,
+                            &model,
+                            None,
+                            Some("stop"),
+                            Some(&routing),
+                        );
                         let mut all = bytes.to_vec();
                         all.extend_from_slice(&end);
                         all.extend_from_slice(b"data: [DONE]\n\n");
@@ -398,8 +440,17 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
                     bytes
                 }
                 Some(Step::Done { reason, .. }) => {
-                    let mut all =
-                        chunk(kind, &id, created, &model, None, Some(reason), None).to_vec();
+                    let routing = run.final_routing(&state);
+                    let mut all = chunk(
+                        kind,
+                        &id,
+                        created,
+                        &model,
+                        None,
+                        Some(reason),
+                        Some(&routing),
+                    )
+                    .to_vec();
                     all.extend_from_slice(b"data: [DONE]\n\n");
                     return Some((Ok(Bytes::from(all)), (None, None, state, id, model)));
                 }

@@ -3,6 +3,7 @@
 
 mod catalog;
 mod errors;
+mod gate_report;
 mod generation;
 mod metrics;
 mod openai;

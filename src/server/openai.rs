@@ -84,6 +84,9 @@ pub struct Routing {
     /// `learned gate, top-2 per token and layer`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gate: Option<String>,
+    /// What the learned gate gave each adapter for this response (once generation ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate_weights: Option<super::gate_report::GateWeights>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -6,11 +6,13 @@
 //! when it is full); each request streams [`EngineEvent`]s back on its own channel, and
 //! dropping that channel's receiver cancels the sequence.
 
+mod gate_trace;
 mod handle;
 mod metrics;
 mod scheduler;
 mod worker;
 
+pub use gate_trace::TokenGateWeights;
 pub use handle::{EngineHandle, SubmitError};
 pub use metrics::{EngineMetrics, MetricsSnapshot};
 pub use scheduler::{Scheduler, SeqPhase, StepItem};
@@ -59,6 +61,9 @@ pub struct EngineRequest {
 pub enum EngineEvent {
     /// The sequence was admitted: its adapters are resident and prefill begins.
     Started,
+    /// For a `gated` request: the gate's weights in the step that produced the next
+    /// `Token`, sent just before it.
+    Gate(TokenGateWeights),
     Token(u32),
     Finished {
         reason: FinishReason,

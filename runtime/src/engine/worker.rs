@@ -1,6 +1,7 @@
 //! The engine thread: admits requests, runs one batched forward per step, samples, streams
 //! tokens, and retires finished or cancelled sequences.
 
+use super::gate_trace::{TokenGateWeights, TracingGate};
 use super::scheduler::{Scheduler, SeqPhase};
 use super::{EngineConfig, EngineEvent, EngineMetrics, EngineRequest};
 use crate::generate::FinishReason;
@@ -197,6 +198,7 @@ impl Worker {
         let phases: Vec<SeqPhase> = self.running.iter().map(|r| r.phase).collect();
         let plan = scheduler.plan(&phases);
         let mut prompt_tokens = 0;
+        let mut traces: Vec<(usize, TokenGateWeights)> = Vec::new();
         let result = {
             let has_gate = self.gate.is_some();
             let mut by_seq: Vec<Option<&mut Running>> = self.running.iter_mut().map(Some).collect();
@@ -204,6 +206,11 @@ impl Worker {
             // Per token row (the model's row order: sequence by sequence), whether the
             // learned gate plans it.
             let mut gated_rows = Vec::new();
+            // The rows that produce a token of a gated sequence: their gate weights go to
+            // the client with the token.
+            let mut traced_rows = Vec::new();
+            let mut traced_seqs = Vec::new();
+            let mut row = 0;
             for item in &plan {
                 let Some(r) = by_seq[item.seq].take() else {
                     continue;
@@ -216,6 +223,7 @@ impl Worker {
                     last,
                     ..
                 } = r;
+                let candidates: &[Candidate] = candidates;
                 let tokens: &[u32] = match r.phase {
                     SeqPhase::Prefill { .. } => {
                         prompt_tokens += item.len;
@@ -225,6 +233,11 @@ impl Worker {
                 };
                 if has_gate {
                     gated_rows.extend(std::iter::repeat_n(gated, tokens.len()));
+                }
+                row += tokens.len();
+                if gated && item.sample && request.max_tokens > 0 {
+                    traced_rows.push((row - 1, candidates));
+                    traced_seqs.push(item.seq);
                 }
                 steps.push(SeqStep {
                     tokens,
@@ -243,7 +256,11 @@ impl Worker {
                         gated: gate.as_ref(),
                         rows: &gated_rows,
                     };
-                    self.base.model.forward(&mut steps, &self.bank, &split)
+                    let layers = self.base.model.config().num_layers;
+                    let tracing = TracingGate::new(&split, layers, traced_rows);
+                    let logits = self.base.model.forward(&mut steps, &self.bank, &tracing);
+                    traces = traced_seqs.into_iter().zip(tracing.finish()).collect();
+                    logits
                 }
                 None => self.base.model.forward(&mut steps, &self.bank, &FixedGate),
             }
@@ -282,6 +299,13 @@ impl Worker {
             if r.request.max_tokens == 0 {
                 outcome[item.seq] = Outcome::Finished;
                 continue;
+            }
+            if let Some(at) = traces.iter().position(|(seq, _)| *seq == item.seq) {
+                let (_, weights) = traces.swap_remove(at);
+                if r.request.events.send(EngineEvent::Gate(weights)).is_err() {
+                    outcome[item.seq] = Outcome::Cancelled;
+                    continue;
+                }
             }
             let token = r.sampler.sample(&logits, &r.history);
             r.history.push(token);

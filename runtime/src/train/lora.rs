@@ -4,6 +4,7 @@
 //! `1/sqrt(d_in)`), `B` `[d_out, rank]` zero, so training starts from the base model; the
 //! update is `y += scale · B(A x)` with `scale = alpha / rank`.
 
+use crate::adapter::Adapter;
 use crate::{ModelConfig, ModuleKind, Result, RuntimeError};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
@@ -106,6 +107,65 @@ impl LoraSet {
             shape: shape.clone(),
             pairs,
         })
+    }
+
+    /// The factors of a saved adapter, to train further: every layer must carry the same
+    /// modules with one rank and one scale (what [`LoraSet::save_peft`] writes), so the
+    /// continued adapter saves back to the same PEFT config.
+    pub fn from_adapter(adapter: &Adapter, model: &ModelConfig) -> Result<Self> {
+        let refuse = |reason: String| RuntimeError::InvalidRequest {
+            reason: format!("continuing adapter {}: {reason}", adapter.id()),
+        };
+        let mut modules = adapter.modules();
+        let Some((_, first)) = modules.next() else {
+            return Err(refuse("it has no weights".into()));
+        };
+        let (rank, scale) = (first.rank, first.scale);
+        let mut targets: Vec<ModuleKind> = Vec::new();
+        let mut pairs = BTreeMap::new();
+        for ((layer, m), w) in adapter.modules() {
+            if w.rank != rank || w.scale != scale {
+                return Err(refuse(format!(
+                    "layer {layer} {} has rank {} and scale {}, others rank {rank} and scale \
+                     {scale}; only uniform adapters can be trained further",
+                    m.hf_name(),
+                    w.rank,
+                    w.scale
+                )));
+            }
+            if !targets.contains(&m) {
+                targets.push(m);
+            }
+            let (d_in, d_out) = model.module_shape(m);
+            let a = Tensor::from_vec(w.a.clone(), (rank, d_in), &Device::Cpu)?;
+            let b = Tensor::from_vec(w.b.clone(), (d_out, rank), &Device::Cpu)?;
+            pairs.insert(
+                (layer, m),
+                LoraPair {
+                    a: Var::from_tensor(&a)?,
+                    b: Var::from_tensor(&b)?,
+                },
+            );
+        }
+        if pairs.len() != targets.len() * model.num_layers {
+            return Err(refuse(format!(
+                "it covers {} (layer, module) pairs, not every layer's {}",
+                pairs.len(),
+                targets
+                    .iter()
+                    .map(|m| m.hf_name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        targets.sort();
+        let shape = LoraShape {
+            rank,
+            alpha: scale as f64 * rank as f64,
+            targets,
+        };
+        shape.validate()?;
+        Ok(Self { shape, pairs })
     }
 
     /// No factors at all: the base model.

@@ -113,6 +113,30 @@ pub fn train_lora(
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<LoraSet> {
     cfg.validate()?;
+    let lora = LoraSet::init(model.config(), &cfg.lora, cfg.seed)?;
+    continue_lora(model, examples, cfg, lora, on_step)
+}
+
+/// Trains `lora` further on `examples` with a fresh optimizer and schedule (a warm restart):
+/// how an adapter that still underfits gets more steps without starting over. `cfg.lora`
+/// must describe `lora`.
+pub fn continue_lora(
+    model: &TrainModel,
+    examples: &[TrainExample],
+    cfg: &TrainConfig,
+    lora: LoraSet,
+    on_step: &mut dyn FnMut(&StepReport),
+) -> Result<LoraSet> {
+    cfg.validate()?;
+    if lora.shape() != &cfg.lora {
+        return Err(RuntimeError::InvalidRequest {
+            reason: format!(
+                "the adapter to continue has shape {:?}, the training config {:?}",
+                lora.shape(),
+                cfg.lora
+            ),
+        });
+    }
     if examples.is_empty() {
         return Err(RuntimeError::InvalidRequest {
             reason: "no training examples".into(),
@@ -122,7 +146,6 @@ pub fn train_lora(
     for (i, e) in examples.iter().enumerate() {
         e.validate(i, vocab, cfg.max_len)?;
     }
-    let lora = LoraSet::init(model.config(), &cfg.lora, cfg.seed)?;
     let mut opt = AdamW::new(
         lora.vars(),
         ParamsAdamW {

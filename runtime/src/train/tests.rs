@@ -199,3 +199,79 @@ fn bad_configs_and_examples_are_refused() {
     };
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
 }
+
+fn logits_of(model: &TrainModel, lora: &LoraSet, example: &TrainExample) -> Vec<f32> {
+    let packed = pack(&[example]).unwrap();
+    let hidden = model.hidden(&packed.tokens, lora).unwrap();
+    model
+        .logits(&hidden)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+/// A saved adapter read back for more training is the adapter that was saved (same logits),
+/// and the warm restart starts from its loss, not from the fresh one.
+#[test]
+fn continuing_a_saved_adapter_starts_where_it_stopped() {
+    let cfg = tiny_model();
+    let model = TrainModel::load(&mut tiny_source()).unwrap();
+    let examples = reversal_examples(64);
+    let mut first_run = Vec::new();
+    let lora = train_lora(&model, &examples, &config(40), &mut |r| {
+        first_run.push(r.loss)
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    lora.save_peft(dir.path(), DType::F32, "tiny").unwrap();
+    let adapter = Adapter::load(AdapterId::new("saved").unwrap(), dir.path(), &cfg).unwrap();
+    let resumed = LoraSet::from_adapter(&adapter, &cfg).unwrap();
+    assert_eq!(resumed.shape().rank, 4);
+    assert!((resumed.shape().alpha - 8.0).abs() < 1e-9);
+    assert_eq!(resumed.shape().targets.len(), ModuleKind::ALL.len());
+    let (before, after) = (
+        logits_of(&model, &lora, &examples[5]),
+        logits_of(&model, &resumed, &examples[5]),
+    );
+    let worst = before
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-6, "the reloaded factors differ: {worst}");
+
+    let mut second_run = Vec::new();
+    let mut cont = config(20);
+    cont.lora = resumed.shape().clone();
+    cont.seed = 1;
+    continue_lora(&model, &examples, &cont, resumed, &mut |r| {
+        second_run.push(r.loss)
+    })
+    .unwrap();
+    let mean = |s: &[f32]| s.iter().sum::<f32>() / s.len() as f32;
+    let fresh = mean(&first_run[..3]);
+    let restart = mean(&second_run[..3]);
+    let end_of_first = mean(&first_run[first_run.len() - 5..]);
+    assert!(
+        restart < 0.5 * fresh,
+        "the restart began at loss {restart}, a fresh adapter at {fresh}"
+    );
+    assert!(
+        mean(&second_run[second_run.len() - 5..]) < end_of_first,
+        "more steps did not lower the loss below {end_of_first}: {second_run:?}"
+    );
+}
+
+#[test]
+fn continuing_with_another_shape_is_refused() {
+    let model = TrainModel::load(&mut tiny_source()).unwrap();
+    let lora = LoraSet::init(model.config(), &config(1).lora, 0).unwrap();
+    let mut cfg = config(1);
+    cfg.lora.rank = 8;
+    let Err(err) = continue_lora(&model, &reversal_examples(4), &cfg, lora, &mut |_| {}) else {
+        panic!("a rank-4 adapter was continued under a rank-8 config");
+    };
+    assert!(err.to_string().contains("shape"), "{err}");
+}

@@ -2,11 +2,12 @@
 //! `generate_batch` on the same requests: with greedy sampling every sequence must produce
 //! exactly the tokens it produces in a plain batched run, however it was scheduled.
 
+use loramux_kernels::{MixPlan, SlotWeight};
 use loramux_runtime::engine::{self, EngineConfig, EngineEvent, EngineRequest, SubmitError};
 use loramux_runtime::generate::{generate_batch, GenerationRequest};
 use loramux_runtime::{
-    Adapter, AdapterBank, AdapterId, BankConfig, BaseModel, Candidate, FixedGate, SamplingParams,
-    WeightDtype,
+    Adapter, AdapterBank, AdapterId, BankConfig, BaseModel, Candidate, FixedGate, Gate, GateInput,
+    SamplingParams, WeightDtype,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ fn collect(mut rx: UnboundedReceiver<EngineEvent>) -> (Vec<u32>, Option<EngineEv
     while let Some(ev) = rx.blocking_recv() {
         match ev {
             EngineEvent::Token(t) => tokens.push(t),
-            EngineEvent::Started => {}
+            EngineEvent::Started | EngineEvent::Gate(_) => {}
             done @ (EngineEvent::Finished { .. } | EngineEvent::Failed(_)) => {
                 return (tokens, Some(done))
             }
@@ -215,4 +216,122 @@ fn cancelled_and_invalid_requests_leave_at_once_and_a_full_queue_fails_fast() {
         }
     }
     assert!(full > 0, "a bounded queue must refuse a burst");
+}
+
+/// Weights that depend only on the layer and the candidate's position: 0.8/0.2 in even
+/// layers, 0.3/0.7 in odd ones, so the trace the engine reports can be predicted exactly.
+struct LayerParity;
+
+impl Gate for LayerParity {
+    fn plan(&self, input: &GateInput<'_>) -> MixPlan {
+        let mut plan = MixPlan::new();
+        for cands in input.row_candidates {
+            let split = if input.layer % 2 == 0 { 0.8 } else { 0.3 };
+            let row: Vec<SlotWeight> = cands
+                .iter()
+                .zip([split, 1.0 - split])
+                .map(|(c, weight)| SlotWeight {
+                    slot: c.slot,
+                    weight,
+                })
+                .collect();
+            plan.push_row(&row);
+        }
+        plan
+    }
+}
+
+#[test]
+fn gated_requests_hear_the_gates_weights_before_every_token() {
+    let base = base();
+    let cfg = base.model.config().clone();
+    let adapters = [
+        fixture_adapter(&base, "r8_qv"),
+        fixture_adapter(&base, "r2_all7"),
+    ];
+    let handle = engine::spawn_with_gate(
+        base.clone(),
+        AdapterBank::new(
+            &cfg,
+            BankConfig {
+                slots: 4,
+                r_max: 16,
+            },
+        )
+        .expect("bank"),
+        EngineConfig::default(),
+        Some(Arc::new(LayerParity)),
+    );
+    let submit = |gated: bool| {
+        let (tx, rx) = unbounded_channel();
+        handle
+            .submit(EngineRequest {
+                prompt_ids: base
+                    .tokenizer
+                    .encode("Once upon a time", false)
+                    .expect("ids"),
+                // Listed second-first: the trace follows the request's order, not the slots'.
+                adapters: vec![(adapters[1].clone(), 0.5), (adapters[0].clone(), 0.5)],
+                sampling: SamplingParams::default(),
+                max_tokens: 6,
+                stop_ids: vec![],
+                gated,
+                events: tx,
+            })
+            .expect("queued");
+        rx
+    };
+    let (gated, plain) = (submit(true), submit(false));
+    let events = |mut rx: UnboundedReceiver<EngineEvent>| {
+        let mut all = Vec::new();
+        while let Some(ev) = rx.blocking_recv() {
+            all.push(ev);
+        }
+        all
+    };
+    let gated = events(gated);
+    let tokens = gated
+        .iter()
+        .filter(|e| matches!(e, EngineEvent::Token(_)))
+        .count();
+    assert_eq!(tokens, 6);
+    let mut expect_token = false;
+    for ev in &gated {
+        match ev {
+            EngineEvent::Gate(w) => {
+                assert!(!expect_token, "two gate reports without a token between");
+                assert_eq!((w.layers, w.candidates), (cfg.num_layers, 2));
+                for layer in 0..cfg.num_layers {
+                    let want = if layer % 2 == 0 {
+                        [0.8, 0.2]
+                    } else {
+                        [0.3, 0.7]
+                    };
+                    let got = w.layer(layer);
+                    assert!(
+                        (got[0] - want[0]).abs() < 1e-6 && (got[1] - want[1]).abs() < 1e-6,
+                        "layer {layer}: {got:?}"
+                    );
+                }
+                expect_token = true;
+            }
+            EngineEvent::Token(_) => {
+                assert!(expect_token, "a gated token came without its gate weights");
+                expect_token = false;
+            }
+            _ => {}
+        }
+    }
+    let plain = events(plain);
+    assert!(
+        !plain.iter().any(|e| matches!(e, EngineEvent::Gate(_))),
+        "a request with fixed weights got gate reports"
+    );
+    assert_eq!(
+        plain
+            .iter()
+            .filter(|e| matches!(e, EngineEvent::Token(_)))
+            .count(),
+        6
+    );
 }
