@@ -9,6 +9,7 @@ use loramux_eval::harness::results::EvalResults;
 use loramux_eval::harness::{evaluate_retrieval, plots, report, run, EvalConfig};
 use loramux_eval::tasks::Suite;
 use loramux_eval::zoo::default_zoo_dir;
+use loramux_router::gate::GateConfig;
 use loramux_router::RouterConfig;
 use loramux_runtime::fetch::DEFAULT_EMBEDDER;
 use loramux_runtime::BaseModel;
@@ -55,6 +56,18 @@ pub struct EvalArgs {
     /// adapters among the candidates 95% of the time instead of 82%.
     #[arg(long, default_value_t = 4)]
     candidates: usize,
+    /// Only prompts of these tasks, comma-separated (a composite counts when either of its
+    /// parts is listed): for quick looks at a few tasks.
+    #[arg(long, value_delimiter = ',')]
+    tasks: Option<Vec<String>>,
+    /// Only these strategies, comma-separated: base, oracle, retrieval_top1,
+    /// retrieval_mixture, uniform, gate_top1, gate_top2, single:ID.
+    #[arg(long, value_delimiter = ',')]
+    strategies: Option<Vec<String>>,
+    /// Weight of the retrieval prior's log in the learned gate's logits (0: the gate alone
+    /// decides among the candidates).
+    #[arg(long, default_value_t = GateConfig::default().prior_weight)]
+    gate_prior_weight: f32,
     /// Run nothing: render report.md and the plots in --report again from this
     /// results.json (after a change to the report's layout).
     #[arg(long)]
@@ -82,6 +95,15 @@ pub fn run_cli(args: EvalArgs) -> anyhow::Result<()> {
         EvalConfig::full()
     };
     config.singles = !args.no_singles;
+    if let Some(tasks) = &args.tasks {
+        for t in tasks {
+            if suite.task(t).is_none() {
+                bail!("--tasks: no task {t:?} in the suite");
+            }
+        }
+    }
+    config.tasks = args.tasks.clone();
+    config.strategies = args.strategies.clone();
     let counts = &mut config.counts;
     counts.per_in_domain_task = args.per_task.unwrap_or(counts.per_in_domain_task);
     counts.per_ood_task = args.per_ood_task.unwrap_or(counts.per_ood_task);
@@ -103,6 +125,7 @@ pub fn run_cli(args: EvalArgs) -> anyhow::Result<()> {
         &DEFAULT_EMBEDDER.path()?,
         scratch.path(),
         router,
+        args.gate_prior_weight,
     )?;
     if args.retrieval_only {
         let summary = evaluate_retrieval(&suite, &config.counts, &model.retriever)?;

@@ -60,6 +60,12 @@ pub struct EvalConfig {
     pub singles: bool,
     /// Learned-gate strategies to run, by top-k (empty when the zoo has no gate).
     pub gates: Vec<usize>,
+    /// Only these strategies (by name, e.g. `oracle`, `gate_top2`, `single:acronym`);
+    /// `None`: all of them.
+    pub strategies: Option<Vec<String>>,
+    /// Only prompts of these tasks (a composite counts when either part is listed);
+    /// `None`: every task.
+    pub tasks: Option<Vec<String>>,
 }
 
 impl EvalConfig {
@@ -75,6 +81,8 @@ impl EvalConfig {
             quick: true,
             singles: true,
             gates: Vec::new(),
+            strategies: None,
+            tasks: None,
         }
     }
 
@@ -89,6 +97,8 @@ impl EvalConfig {
             quick: false,
             singles: true,
             gates: Vec::new(),
+            strategies: None,
+            tasks: None,
         }
     }
 }
@@ -102,7 +112,10 @@ pub fn run(
     generator: &mut dyn Generator,
 ) -> anyhow::Result<EvalResults> {
     let started = Instant::now();
-    let items = build_items(suite, &config.counts);
+    let mut items = build_items(suite, &config.counts);
+    if let Some(tasks) = &config.tasks {
+        items.retain(|i| i.task.split('+').any(|t| tasks.iter().any(|w| w == t)));
+    }
     let retrieved = retrieve_all(&items, retriever)?;
     let plan = work_plan(&items, zoo, config);
     let total: usize = plan.iter().map(|(_, idx)| idx.len()).sum();
@@ -221,6 +234,9 @@ fn work_plan(items: &[Item], zoo: &[String], config: &EvalConfig) -> Vec<(Strate
         }
     }
     plan.retain(|(_, idx)| !idx.is_empty());
+    if let Some(names) = &config.strategies {
+        plan.retain(|(s, _)| names.iter().any(|n| *n == s.to_string()));
+    }
     plan
 }
 

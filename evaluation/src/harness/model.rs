@@ -56,6 +56,7 @@ impl ZooModel {
         embedder_dir: &Path,
         scratch: &Path,
         router_config: RouterConfig,
+        gate_prior_weight: f32,
     ) -> anyhow::Result<Self> {
         let manifest = ZooManifest::load(zoo_dir)?;
         let cfg = base.model.config().clone();
@@ -94,7 +95,7 @@ impl ZooModel {
                     weights.clone(),
                     GateConfig {
                         top_k,
-                        ..GateConfig::default()
+                        prior_weight: gate_prior_weight,
                     },
                 );
                 for (id, &slot) in &slots {

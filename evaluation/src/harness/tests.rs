@@ -109,6 +109,8 @@ fn config() -> EvalConfig {
         quick: true,
         singles: true,
         gates: vec![2],
+        strategies: None,
+        tasks: None,
     }
 }
 
@@ -170,6 +172,32 @@ fn strategies_are_scored_as_the_fake_model_answers() {
         .throughput
         .iter()
         .all(|t| t.generated_tokens == 3 * t.requests));
+}
+
+/// `--tasks` and `--strategies`: only those prompts and strategies run, and the targets
+/// that need a strategy that did not run are left out instead of judged on a zero.
+#[test]
+fn a_run_limited_to_some_tasks_and_strategies_checks_only_what_ran() {
+    let suite = tiny_suite();
+    let mut model = FakeModel::new(&suite);
+    let retriever = FakeRetriever {
+        flip: std::cell::Cell::new(false),
+    };
+    let mut cfg = config();
+    cfg.tasks = Some(vec!["sort_numbers".into()]);
+    cfg.strategies = Some(vec!["retrieval_top1".into(), "gate_top2".into()]);
+    let r = run(&suite, &zoo(), &cfg, &retriever, &mut model).unwrap();
+    assert_eq!(r.strategies, vec!["retrieval_top1", "gate_top2"]);
+    assert!(r
+        .scores
+        .iter()
+        .all(|s| s.task.split('+').any(|t| t == "sort_numbers")));
+    assert!(r.scores.iter().any(|s| s.kind == Kind::Composite));
+    assert!(
+        !r.targets.iter().any(|t| t.name.starts_with("oracle minus")),
+        "no oracle ran, so no oracle gap: {:?}",
+        r.targets
+    );
 }
 
 #[test]
