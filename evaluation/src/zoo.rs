@@ -47,18 +47,19 @@ pub struct ZooTraining {
     /// letter-level tasks: the 135M base model learns them slowly).
     #[serde(default)]
     pub task_steps: BTreeMap<String, usize>,
-    /// Tasks trained further after the first run: a warm restart from the first run's
-    /// adapter with a new schedule and fresh examples (`loramux train --init`).
+    /// Tasks trained further after the first run, phase after phase: each a warm restart
+    /// from the previous phase's adapter with a new schedule and fresh examples
+    /// (`loramux train --init`).
     #[serde(default)]
-    pub continued: BTreeMap<String, Continuation>,
+    pub continued: BTreeMap<String, Vec<Continuation>>,
 }
 
-/// A second training phase for one task.
+/// A further training phase for one task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Continuation {
     pub steps: usize,
     pub lr: f64,
-    /// Seed of the second phase's examples and order: other examples than the first run's.
+    /// Seed of the phase's examples and order: other examples than the earlier phases'.
     pub seed: u64,
 }
 
@@ -81,17 +82,17 @@ impl Default for ZooTraining {
             .map(|(t, s)| (t.to_string(), s))
             .into(),
             continued: [
-                ("add_numbers", 300),
-                ("acronym", 300),
-                ("sort_numbers", 200),
+                ("add_numbers", vec![(300, 1e-3), (300, 5e-4)]),
+                ("acronym", vec![(300, 1e-3)]),
+                ("sort_numbers", vec![(200, 1e-3), (200, 5e-4)]),
             ]
-            .map(|(t, steps)| {
-                let phase = Continuation {
-                    steps,
-                    lr: 1e-3,
-                    seed: 1,
-                };
-                (t.to_string(), phase)
+            .map(|(t, phases)| {
+                let phases = phases
+                    .into_iter()
+                    .zip(1..)
+                    .map(|((steps, lr), seed)| Continuation { steps, lr, seed })
+                    .collect();
+                (t.to_string(), phases)
             })
             .into(),
         }
@@ -131,10 +132,15 @@ impl ZooTraining {
         ]
     }
 
-    /// The `loramux train` arguments of a task's second phase, which trains the adapter at
-    /// `out` further in place; `None` for tasks without one.
-    pub fn continue_args(&self, task: &str, out: &Path) -> Option<Vec<String>> {
-        let phase = self.continued.get(task)?;
+    /// The continuation phases of a task (none for most).
+    pub fn phases_for(&self, task: &str) -> &[Continuation] {
+        self.continued.get(task).map_or(&[], Vec::as_slice)
+    }
+
+    /// The `loramux train` arguments of a task's continuation phase `index` (0-based),
+    /// which trains the adapter at `out` further in place; `None` past its last phase.
+    pub fn continue_args(&self, task: &str, index: usize, out: &Path) -> Option<Vec<String>> {
+        let phase = self.phases_for(task).get(index)?;
         let out = out.display().to_string();
         Some(vec![
             "train".into(),
@@ -171,9 +177,9 @@ pub struct ZooEntry {
     /// Folder of the PEFT files, relative to the zoo folder.
     pub dir: String,
     pub train: TrainSummary,
-    /// The second phase, for tasks trained further (see [`ZooTraining::continued`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub continued: Option<TrainSummary>,
+    /// The continuation phases, for tasks trained further (see [`ZooTraining::continued`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continued: Vec<TrainSummary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

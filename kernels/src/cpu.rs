@@ -12,6 +12,11 @@ use gemm::{gemm, Parallelism};
 /// stay single-threaded because the fork/join costs more than the arithmetic.
 const PARALLEL_ROWS: usize = 64;
 
+/// Groups of at most this many rows skip the GEMM library: for a few rows its operand
+/// packing costs more than the arithmetic (a decode batch spread over many adapters, as
+/// under the learned gate, is many such groups). Measured with `examples/mix_timing.rs`.
+const DIRECT_MAX_ROWS: usize = 16;
+
 pub fn lora_mix_cpu(x: &[f32], y: &mut [f32], stack: &SlotStack, plan: &MixPlan) -> Result<()> {
     let (d_in, d_out, r_max) = (stack.d_in(), stack.d_out(), stack.r_max());
     if d_in == 0 || x.len() % d_in != 0 {
@@ -43,6 +48,10 @@ pub fn lora_mix_cpu(x: &[f32], y: &mut [f32], stack: &SlotStack, plan: &MixPlan)
         let group_rows = groups.rows_of(g);
         let weights = groups.weights_of(g);
         let m = group_rows.len();
+        if m <= DIRECT_MAX_ROWS {
+            direct_group(x, y, stack, slot, group_rows, weights, &mut shrunk);
+            continue;
+        }
         gathered.clear();
         for &row in group_rows {
             let row = row as usize;
@@ -123,4 +132,80 @@ pub fn lora_mix_cpu(x: &[f32], y: &mut [f32], stack: &SlotStack, plan: &MixPlan)
         }
     }
     Ok(())
+}
+
+/// One slot's rows without the GEMM library. Shrink: per row and rank component a dot
+/// product with A's row (contiguous). Expand: sixteen outputs at a time, summing the rank
+/// components in a register before one update of the output row; the `[rank, 16]` block of
+/// Bᵀ it reads stays in L1 while every row of the group uses it.
+fn direct_group(
+    x: &[f32],
+    y: &mut [f32],
+    stack: &SlotStack,
+    slot: usize,
+    rows: &[u32],
+    weights: &[f32],
+    shrunk: &mut Vec<f32>,
+) {
+    const LANES: usize = 16;
+    let (d_in, d_out) = (stack.d_in(), stack.d_out());
+    let rank = stack.rank(slot);
+    let (a, b_t) = (stack.a(slot), stack.b_t(slot));
+    let scale = stack.scale(slot);
+    shrunk.clear();
+    for (&row, &w) in rows.iter().zip(weights) {
+        let row = row as usize;
+        let x_row = &x[row * d_in..(row + 1) * d_in];
+        let f = w * scale;
+        shrunk.extend(
+            a.chunks_exact(d_in)
+                .take(rank)
+                .map(|a_j| dot(a_j, x_row) * f),
+        );
+    }
+    let full = d_out / LANES * LANES;
+    for o in (0..full).step_by(LANES) {
+        for (&row, t) in rows.iter().zip(shrunk.chunks_exact(rank)) {
+            let mut acc = [0f32; LANES];
+            for (j, &t_j) in t.iter().enumerate() {
+                let b = &b_t[j * d_out + o..j * d_out + o + LANES];
+                for l in 0..LANES {
+                    acc[l] += t_j * b[l];
+                }
+            }
+            let at = row as usize * d_out + o;
+            for (y, a) in y[at..at + LANES].iter_mut().zip(acc) {
+                *y += a;
+            }
+        }
+    }
+    for o in full..d_out {
+        for (&row, t) in rows.iter().zip(shrunk.chunks_exact(rank)) {
+            let sum: f32 = t
+                .iter()
+                .enumerate()
+                .map(|(j, t_j)| t_j * b_t[j * d_out + o])
+                .sum();
+            y[row as usize * d_out + o] += sum;
+        }
+    }
+}
+
+/// Sixteen independent partial sums, so the compiler keeps them in one vector register.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (ca, cb) in a_chunks.zip(b_chunks) {
+        for i in 0..LANES {
+            acc[i] += ca[i] * cb[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }

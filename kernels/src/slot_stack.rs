@@ -14,6 +14,9 @@ pub struct SlotStack {
     d_out: usize,
     a: Vec<f32>,
     b: Vec<f32>,
+    /// B transposed, `[slots, r_max, d_out]`: the CPU path's small groups expand with
+    /// contiguous row updates from it (see `cpu.rs`). Costs as much memory as B again.
+    b_t: Vec<f32>,
     scale: Vec<f32>,
     rank: Vec<usize>,
 }
@@ -27,6 +30,7 @@ impl SlotStack {
             d_out,
             a: vec![0.0; slots * r_max * d_in],
             b: vec![0.0; slots * d_out * r_max],
+            b_t: vec![0.0; slots * r_max * d_out],
             scale: vec![0.0; slots],
             rank: vec![0; slots],
         }
@@ -61,6 +65,12 @@ impl SlotStack {
     pub fn b(&self, slot: usize) -> &[f32] {
         let n = self.d_out * self.r_max;
         &self.b[slot * n..(slot + 1) * n]
+    }
+
+    /// B of one slot transposed: `[r_max, d_out]`.
+    pub fn b_t(&self, slot: usize) -> &[f32] {
+        let n = self.d_out * self.r_max;
+        &self.b_t[slot * n..(slot + 1) * n]
     }
 
     /// Writes an adapter into `slot`: `a` is `[rank, d_in]`, `b` is `[d_out, rank]`, row-major.
@@ -112,6 +122,13 @@ impl SlotStack {
             .zip(b.chunks_exact(rank.max(1)))
         {
             row[..rank].copy_from_slice(&src[..rank]);
+        }
+        let bt_dst = &mut self.b_t[slot * r_max * d_out..(slot + 1) * r_max * d_out];
+        bt_dst.fill(0.0);
+        for (o, src) in b.chunks_exact(rank.max(1)).enumerate().take(d_out) {
+            for (j, &v) in src.iter().enumerate().take(rank) {
+                bt_dst[j * d_out + o] = v;
+            }
         }
         self.rank[slot] = rank;
         self.scale[slot] = scale;

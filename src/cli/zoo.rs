@@ -41,11 +41,11 @@ enum ZooCommand {
         /// manifest from the task suite.
         #[arg(long)]
         examples_only: bool,
-        /// Run only the second phase of the tasks that have one (zoo.json `continued`), on
-        /// the adapters already in the zoo: what a full build does after their first run.
-        /// Each call trains them further again.
+        /// Skip the first run and the continuation phases before phase N (1-based) of the
+        /// tasks that have them (zoo.json `continued`), training the adapters already in the
+        /// zoo: how a build interrupted after phase N-1 resumes.
         #[arg(long)]
-        continue_only: bool,
+        continue_from: Option<usize>,
     },
     /// Register every zoo adapter that the registry does not have yet.
     Register {
@@ -110,7 +110,7 @@ pub fn run(args: ZooArgs) -> anyhow::Result<()> {
             steps,
             lr,
             examples_only,
-            continue_only,
+            continue_from,
         } => {
             let out = out.unwrap_or_else(default_zoo_dir);
             if examples_only {
@@ -125,10 +125,10 @@ pub fn run(args: ZooArgs) -> anyhow::Result<()> {
             if let Some(lr) = lr {
                 training.lr = lr;
             }
-            let phases = if continue_only {
-                Phases::SecondOnly
-            } else {
-                Phases::All
+            let phases = match continue_from {
+                None => Phases::All,
+                Some(0) => bail!("--continue-from counts phases from 1"),
+                Some(n) => Phases::ContinueFrom(n - 1),
             };
             build(&out, tasks.as_deref(), jobs, training, phases)
         }
@@ -150,15 +150,16 @@ pub fn run(args: ZooArgs) -> anyhow::Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phases {
     All,
-    /// Only the continuation of the tasks that have one, from the zoo's adapters.
-    SecondOnly,
+    /// Continuation phases from this index (0-based) on, from the zoo's adapters.
+    ContinueFrom(usize),
 }
 
 /// What training one task produced.
 struct Trained {
-    /// `None` when the first run was skipped ([`Phases::SecondOnly`]).
+    /// `None` when the first run was skipped ([`Phases::ContinueFrom`]).
     first: Option<TrainSummary>,
-    continued: Option<TrainSummary>,
+    /// The continuation phases that ran, from the first one run.
+    continued: Vec<TrainSummary>,
 }
 
 fn build(
@@ -173,10 +174,13 @@ fn build(
         Some(list) => list.split(',').map(str::trim).collect(),
         None => suite.in_domain.iter().map(|t| t.name()).collect(),
     };
-    if phases == Phases::SecondOnly {
-        wanted.retain(|t| training.continued.contains_key(*t));
+    if let Phases::ContinueFrom(from) = phases {
+        wanted.retain(|t| training.phases_for(t).len() > from);
         if wanted.is_empty() {
-            bail!("none of these tasks has a second training phase in the zoo's training plan");
+            bail!(
+                "none of these tasks has continuation phase {} in the zoo's training plan",
+                from + 1
+            );
         }
     }
     for name in &wanted {
@@ -212,18 +216,14 @@ fn build(
                     let result = train_task(&exe, task, out, &logs, threads, &training, phases);
                     let line = match &result {
                         Ok(r) => {
-                            let phase = |s: &Option<TrainSummary>| {
-                                s.as_ref().map(|s| {
-                                    format!(
-                                        "loss {:.3} -> {:.3} in {:.0}s",
-                                        s.first_loss, s.last_loss, s.seconds
-                                    )
-                                })
+                            let phase = |s: &TrainSummary| {
+                                format!(
+                                    "loss {:.3} -> {:.3} in {:.0}s",
+                                    s.first_loss, s.last_loss, s.seconds
+                                )
                             };
-                            let phases: Vec<String> = [phase(&r.first), phase(&r.continued)]
-                                .into_iter()
-                                .flatten()
-                                .collect();
+                            let phases: Vec<String> =
+                                r.first.iter().chain(&r.continued).map(phase).collect();
                             format!("{task}: {}", phases.join(", then "))
                         }
                         Err(e) => format!("{task}: FAILED: {e:#}"),
@@ -261,12 +261,18 @@ fn build(
             }
         };
         let task = suite.task(&name).context("task vanished")?;
-        let first = match trained.first {
-            Some(s) => s,
-            None => manifest
-                .entry(&name)
-                .map(|e| e.train.clone())
-                .with_context(|| format!("{name} was continued but has no first-run entry"))?,
+        let (first, continued) = match (trained.first, phases) {
+            (Some(s), _) => (s, trained.continued),
+            (None, Phases::ContinueFrom(from)) => {
+                let earlier = manifest
+                    .entry(&name)
+                    .with_context(|| format!("{name} was continued but has no first-run entry"))?;
+                let mut continued: Vec<TrainSummary> =
+                    earlier.continued.iter().take(from).cloned().collect();
+                continued.extend(trained.continued);
+                (earlier.train.clone(), continued)
+            }
+            (None, Phases::All) => bail!("{name}: the first run did not report"),
         };
         let examples = zoo_examples(task);
         manifest.adapters.retain(|e| e.id != name);
@@ -277,7 +283,7 @@ fn build(
             examples,
             dir: name.clone(),
             train: first,
-            continued: trained.continued,
+            continued,
         });
     }
     let order: Vec<&str> = suite.in_domain.iter().map(|t| t.name()).collect();
@@ -323,24 +329,26 @@ fn train_task(
     phases: Phases,
 ) -> anyhow::Result<Trained> {
     let dir = out.join(task);
-    let first = match phases {
-        Phases::All => Some(train_process(
-            exe,
-            &training.train_args(task, &dir),
-            &logs.join(format!("{task}.log")),
-            threads,
-        )?),
-        Phases::SecondOnly => None,
+    let (first, from) = match phases {
+        Phases::All => (
+            Some(train_process(
+                exe,
+                &training.train_args(task, &dir),
+                &logs.join(format!("{task}.log")),
+                threads,
+            )?),
+            0,
+        ),
+        Phases::ContinueFrom(from) => (None, from),
     };
-    let continued = match training.continue_args(task, &dir) {
-        Some(args) => Some(train_process(
-            exe,
-            &args,
-            &logs.join(format!("{task}.continued.log")),
-            threads,
-        )?),
-        None => None,
-    };
+    let mut continued = Vec::new();
+    for index in from.. {
+        let Some(args) = training.continue_args(task, index, &dir) else {
+            break;
+        };
+        let log = logs.join(format!("{task}.phase{}.log", index + 2));
+        continued.push(train_process(exe, &args, &log, threads)?);
+    }
     Ok(Trained { first, continued })
 }
 

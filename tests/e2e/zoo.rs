@@ -68,6 +68,16 @@ fn zoo_covers_every_in_domain_task_fits_the_budget_and_loads() {
             "{}: trained with other steps than the manifest says",
             entry.id
         );
+        let plan = manifest.training.phases_for(&entry.id);
+        assert_eq!(
+            entry.continued.len(),
+            plan.len(),
+            "{}: continuation phases run vs planned",
+            entry.id
+        );
+        for (ran, planned) in entry.continued.iter().zip(plan) {
+            assert_eq!(ran.steps, planned.steps, "{}: continuation steps", entry.id);
+        }
         assert!(entry.examples.len() >= 12, "{}: too few examples", entry.id);
     }
     assert!(total <= MAX_ZOO_BYTES, "zoo is {total} bytes");
@@ -189,6 +199,49 @@ fn train_writes_an_adapter_that_generate_loads() {
         "{}",
         String::from_utf8_lossy(&gen.stderr)
     );
+
+    // Training further from that adapter keeps its shape; a shape flag next to --init is
+    // refused (the adapter decides the shape).
+    let more_dir = dir.path().join("more");
+    let more = loramux(&[
+        "train",
+        "--task",
+        "reverse_words",
+        "--init",
+        out_dir.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--seed",
+        "1",
+        "--out",
+        more_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        more.status.success(),
+        "{}",
+        String::from_utf8_lossy(&more.stderr)
+    );
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(more_dir.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["r"], 4);
+    assert_eq!(config["target_modules"].as_array().unwrap().len(), 3);
+    let clash = loramux(&[
+        "train",
+        "--task",
+        "reverse_words",
+        "--init",
+        out_dir.to_str().unwrap(),
+        "--rank",
+        "8",
+        "--out",
+        dir.path().join("y").to_str().unwrap(),
+    ]);
+    assert!(!clash.status.success(), "--init with --rank was accepted");
 
     let bad = loramux(&[
         "train",
