@@ -5,7 +5,8 @@
 # results plus NVRTC 13.0 copied into .cuda/dist/ for the GPU machine (driver 580, sm_90).
 #
 #   scripts/build-cuda.sh            the loramux binary (cargo build --release --features cuda)
-#   scripts/build-cuda.sh --kernels  only loramux-kernels: its test binary and bench_cuda
+#   scripts/build-cuda.sh --kernels  only loramux-kernels: its test binaries and bench_cuda
+#   scripts/build-cuda.sh --clippy   clippy -D warnings on loramux-kernels with the feature
 #
 # Every step is idempotent: a second run reuses the venv, the links, the stub and the build.
 # On the GPU machine: LD_LIBRARY_PATH=.cuda/dist:/usr/local/cuda/lib64 .cuda/dist/<binary>
@@ -14,9 +15,9 @@ cd "$(dirname "$0")/.."
 root=$PWD
 mode=${1:-all}
 case "$mode" in
-all | --kernels) ;;
+all | --kernels | --clippy) ;;
 *)
-    echo "usage: $0 [--kernels]" >&2
+    echo "usage: $0 [--kernels | --clippy]" >&2
     exit 2
     ;;
 esac
@@ -78,7 +79,12 @@ export CARGO_TARGET_DIR=$root/.cuda/target
 dist=$root/.cuda/dist
 mkdir -p "$dist"
 started=$(date +%s)
-if [ "$mode" = --kernels ]; then
+if [ "$mode" = --clippy ]; then
+    # --release: the same profile as the builds, so candle-kernels' nvcc step is reused.
+    cargo clippy --release -p loramux-kernels --features cuda --all-targets -- -D warnings
+    echo "clippy took $(($(date +%s) - started)) s"
+    exit 0
+elif [ "$mode" = --kernels ]; then
     # The test binary and the bench are found in cargo's JSON messages: their file names
     # carry a hash.
     cargo build --release -p loramux-kernels --features cuda --examples --tests \

@@ -83,7 +83,7 @@ impl GpuSlots {
                 write_range(dev, db, slot * b_len, b)?;
             }
         }
-        let rank = host.ranks_i32()[slot];
+        let rank = i32::try_from(host.rank(slot)).unwrap_or(i32::MAX);
         write_one(dev, &mut self.ranks, slot, rank)?;
         write_one(dev, &mut self.scales, slot, host.scale(slot))
     }
