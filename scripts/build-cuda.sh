@@ -92,7 +92,8 @@ elif [ "$mode" = --kernels ]; then
     jq -r 'select(.reason == "compiler-artifact" and .executable != null)
         | "\(.target.name) \(.executable)"' "$root/.cuda/kernels-build.json" |
         while read -r name exe; do
-            cp "$exe" "$dist/$name"
+            # Stripped: panics keep their file:line, and a GPU session can carry them.
+            strip -o "$dist/$name" "$exe"
             echo "built $dist/$name"
         done
 else
@@ -106,5 +107,13 @@ echo "cargo took $(($(date +%s) - started)) s"
 # 5. NVRTC 13.0 beside the binaries, in case the GPU machine's own NVRTC is newer (its PTX
 # would be too new for the 580 driver). Not the stub.
 cp "$cuda_home/lib/libnvrtc.so.13" "$cuda_home/lib/libnvrtc-builtins.so.13.0" "$dist/"
+if [ "$mode" = --kernels ]; then
+    # One archive (about 45 MB) of the kernels' binaries and NVRTC: it fits what a session
+    # may carry to a GPU machine. There: tar xJf kernels-gpu.tar.xz, then run them with
+    # LD_LIBRARY_PATH=kernels-gpu:<CUDA 13 libraries>.
+    (cd "$dist" && tar -cJf ../kernels-gpu.tar.xz --transform 's,^,kernels-gpu/,' \
+        lora_mix loramux_kernels bench_cuda libnvrtc.so.13 libnvrtc-builtins.so.13.0)
+    mv "$root/.cuda/kernels-gpu.tar.xz" "$dist/"
+fi
 echo "dist: $dist"
 ls -l "$dist"

@@ -43,3 +43,19 @@ fn compile() -> std::result::Result<String, String> {
         .map(|ptx| ptx.to_src())
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    /// NVRTC needs no GPU: this runs wherever the binary starts (with the stub driver too).
+    #[test]
+    fn the_source_compiles_to_sm_90_ptx_with_six_typed_kernels() {
+        let ptx = super::ptx().unwrap();
+        assert!(ptx.contains(".target sm_90"));
+        for op in ["lora_shrink", "lora_expand"] {
+            for dtype in ["f32", "f16", "bf16"] {
+                let entry = format!(".entry {op}_{dtype}(");
+                assert!(ptx.contains(&entry), "no {entry} in the PTX");
+            }
+        }
+    }
+}
