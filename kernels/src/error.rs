@@ -31,4 +31,40 @@ pub enum KernelError {
         len: usize,
         expected: usize,
     },
+    #[error("{what} has {len} values, expected {expected}")]
+    BufferLength {
+        what: &'static str,
+        len: usize,
+        expected: usize,
+    },
+    #[error("tensor {what} has shape {shape:?}, expected {expected:?}")]
+    TensorShape {
+        what: &'static str,
+        shape: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("dtypes differ: x is {x:?}, y is {y:?}, the slot stack is {stack:?}")]
+    DtypeMismatch {
+        x: candle_core::DType,
+        y: candle_core::DType,
+        stack: candle_core::DType,
+    },
+    #[error("x, y and the slot stack must live on one device ({what} is elsewhere)")]
+    DeviceMismatch { what: &'static str },
+    /// A failure inside candle or the CUDA driver, kept as text so the enum stays comparable.
+    #[error("{context}: {message}")]
+    Backend {
+        context: &'static str,
+        message: String,
+    },
+}
+
+impl KernelError {
+    /// Wraps a candle (or CUDA driver) error with what was being done when it happened.
+    pub fn backend(context: &'static str, error: impl std::fmt::Display) -> Self {
+        Self::Backend {
+            context,
+            message: error.to_string(),
+        }
+    }
 }

@@ -73,6 +73,29 @@ impl SlotStack {
         &self.b_t[slot * n..(slot + 1) * n]
     }
 
+    /// All of A: `[slots, r_max, d_in]`.
+    pub fn a_all(&self) -> &[f32] {
+        &self.a
+    }
+
+    /// All of B: `[slots, d_out, r_max]`.
+    pub fn b_all(&self) -> &[f32] {
+        &self.b
+    }
+
+    /// The rank of every slot as the kernels take it (i32; ranks never come near i32::MAX).
+    pub fn ranks_i32(&self) -> Vec<i32> {
+        self.rank
+            .iter()
+            .map(|&r| i32::try_from(r).unwrap_or(i32::MAX))
+            .collect()
+    }
+
+    /// The largest rank of any slot (0 for an empty stack).
+    pub fn max_rank(&self) -> usize {
+        self.rank.iter().copied().max().unwrap_or(0)
+    }
+
     /// Writes an adapter into `slot`: `a` is `[rank, d_in]`, `b` is `[d_out, rank]`, row-major.
     /// The previous contents of the slot, padding included, are overwritten.
     pub fn write_slot(

@@ -1,51 +1,18 @@
-//! The CPU LoRA mixture against its float64 twin, on random shapes, ranks, slots and plans.
+//! The LoRA mixture against its float64 reference, on random shapes, ranks, slots and plans:
+//! the CPU path here, the CUDA kernels' CPU twins in `twins`, the CUDA kernels themselves
+//! (feature `cuda`, on a GPU machine) in `cuda`.
 
+#[cfg(feature = "cuda")]
+mod cuda;
+mod fixtures;
+mod tensor;
+mod twins;
+
+use fixtures::{random_plan, random_stack, random_vec};
 use loramux_kernels::{
     lora_mix, reference::lora_mix_f64, KernelError, MixPlan, SlotStack, SlotWeight,
 };
-use rand::{rngs::StdRng, Rng, SeedableRng};
-
-fn random_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-}
-
-fn random_stack(
-    rng: &mut StdRng,
-    slots: usize,
-    r_max: usize,
-    d_in: usize,
-    d_out: usize,
-) -> SlotStack {
-    let mut stack = SlotStack::new(slots, r_max, d_in, d_out);
-    for slot in 0..slots {
-        // Some slots do not target this module (rank 0); ranks are mixed below r_max.
-        let rank = if rng.random_bool(0.15) {
-            0
-        } else {
-            rng.random_range(1..=r_max)
-        };
-        let a = random_vec(rng, rank * d_in);
-        let b = random_vec(rng, d_out * rank);
-        let scale = rng.random_range(0.1f32..4.0);
-        stack.write_slot(slot, &a, &b, rank, scale).unwrap();
-    }
-    stack
-}
-
-fn random_plan(rng: &mut StdRng, rows: usize, slots: usize, k_max: usize) -> MixPlan {
-    let mut plan = MixPlan::new();
-    for _ in 0..rows {
-        let k = rng.random_range(0..=k_max);
-        let experts: Vec<SlotWeight> = (0..k)
-            .map(|_| SlotWeight {
-                slot: rng.random_range(0..slots as u32),
-                weight: rng.random_range(-1.0f32..1.5),
-            })
-            .collect();
-        plan.push_row(&experts);
-    }
-    plan
-}
+use rand::{rngs::StdRng, SeedableRng};
 
 /// |fast − reference| ≤ 1e-4 · max(1, |reference|): f32 accumulation over d_in ≤ 1024 terms
 /// of magnitude ≤ 1 stays well inside that.
