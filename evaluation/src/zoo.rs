@@ -51,15 +51,15 @@ pub struct ZooTraining {
     /// from the previous phase's adapter with a new schedule and fresh examples
     /// (`loramux train --init`).
     #[serde(default)]
-    pub continued: BTreeMap<String, Vec<Continuation>>,
+    pub continued: BTreeMap<String, Vec<TrainPhase>>,
 }
 
-/// A further training phase for one task.
+/// The schedule of one training run of a task: the first run or a continuation phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Continuation {
+pub struct TrainPhase {
     pub steps: usize,
     pub lr: f64,
-    /// Seed of the phase's examples and order: other examples than the earlier phases'.
+    /// Seed of the run's examples and order: each phase draws other examples.
     pub seed: u64,
 }
 
@@ -90,7 +90,7 @@ impl Default for ZooTraining {
                 let phases = phases
                     .into_iter()
                     .zip(1..)
-                    .map(|((steps, lr), seed)| Continuation { steps, lr, seed })
+                    .map(|((steps, lr), seed)| TrainPhase { steps, lr, seed })
                     .collect();
                 (t.to_string(), phases)
             })
@@ -106,34 +106,26 @@ impl ZooTraining {
 
     /// The `loramux train` arguments for one task's first run.
     pub fn train_args(&self, task: &str, out: &Path) -> Vec<String> {
-        vec![
-            "train".into(),
-            "--task".into(),
-            task.into(),
-            "--out".into(),
-            out.display().to_string(),
+        let shape = [
             "--rank".into(),
             self.rank.to_string(),
             "--alpha".into(),
             self.alpha.to_string(),
             "--targets".into(),
             self.targets.join(","),
-            "--steps".into(),
-            self.steps_for(task).to_string(),
-            "--batch-size".into(),
-            self.batch_size.to_string(),
-            "--lr".into(),
-            self.lr.to_string(),
-            "--seed".into(),
-            self.seed.to_string(),
-            "--dtype".into(),
-            self.dtype.clone(),
-            "--json".into(),
-        ]
+        ];
+        let schedule = TrainPhase {
+            steps: self.steps_for(task),
+            lr: self.lr,
+            seed: self.seed,
+        };
+        let mut args = vec!["--out".into(), out.display().to_string()];
+        args.extend(shape);
+        self.run_args(task, &schedule, args)
     }
 
     /// The continuation phases of a task (none for most).
-    pub fn phases_for(&self, task: &str) -> &[Continuation] {
+    pub fn phases_for(&self, task: &str) -> &[TrainPhase] {
         self.continued.get(task).map_or(&[], Vec::as_slice)
     }
 
@@ -142,26 +134,29 @@ impl ZooTraining {
     pub fn continue_args(&self, task: &str, index: usize, out: &Path) -> Option<Vec<String>> {
         let phase = self.phases_for(task).get(index)?;
         let out = out.display().to_string();
-        Some(vec![
-            "train".into(),
-            "--task".into(),
-            task.into(),
-            "--init".into(),
-            out.clone(),
-            "--out".into(),
-            out,
+        let args = vec!["--init".into(), out.clone(), "--out".into(), out];
+        Some(self.run_args(task, phase, args))
+    }
+
+    /// `train --task TASK`, then `where_to` (folders, shape), then the schedule and the
+    /// flags every run shares.
+    fn run_args(&self, task: &str, schedule: &TrainPhase, where_to: Vec<String>) -> Vec<String> {
+        let mut args: Vec<String> = vec!["train".into(), "--task".into(), task.into()];
+        args.extend(where_to);
+        args.extend([
             "--steps".into(),
-            phase.steps.to_string(),
+            schedule.steps.to_string(),
             "--batch-size".into(),
             self.batch_size.to_string(),
             "--lr".into(),
-            phase.lr.to_string(),
+            schedule.lr.to_string(),
             "--seed".into(),
-            phase.seed.to_string(),
+            schedule.seed.to_string(),
             "--dtype".into(),
             self.dtype.clone(),
             "--json".into(),
-        ])
+        ]);
+        args
     }
 }
 
@@ -262,4 +257,72 @@ pub fn register_zoo(
         on_added(&entry.id);
     }
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn training_arguments_name_the_shape_first_and_the_phase_schedules_after() {
+        let t = ZooTraining::default();
+        let out = Path::new("/z/add_numbers");
+        assert_eq!(
+            t.train_args("add_numbers", out),
+            strings(&[
+                "train",
+                "--task",
+                "add_numbers",
+                "--out",
+                "/z/add_numbers",
+                "--rank",
+                "8",
+                "--alpha",
+                "16",
+                "--targets",
+                "q_proj,v_proj",
+                "--steps",
+                "300",
+                "--batch-size",
+                "8",
+                "--lr",
+                "0.002",
+                "--seed",
+                "0",
+                "--dtype",
+                "f16",
+                "--json",
+            ])
+        );
+        assert_eq!(
+            t.continue_args("add_numbers", 1, out),
+            Some(strings(&[
+                "train",
+                "--task",
+                "add_numbers",
+                "--init",
+                "/z/add_numbers",
+                "--out",
+                "/z/add_numbers",
+                "--steps",
+                "300",
+                "--batch-size",
+                "8",
+                "--lr",
+                "0.0005",
+                "--seed",
+                "2",
+                "--dtype",
+                "f16",
+                "--json",
+            ]))
+        );
+        assert_eq!(t.continue_args("add_numbers", 2, out), None);
+        assert_eq!(t.continue_args("iso_date", 0, out), None);
+        assert_eq!(t.train_args("iso_date", out)[12], "120");
+    }
 }

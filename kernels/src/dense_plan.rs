@@ -18,7 +18,7 @@ impl DensePlan {
     /// keeps such stacks off the kernels before this matters).
     pub fn new(plan: &MixPlan) -> Self {
         let rows = plan.rows();
-        let k = (0..rows).map(|r| plan.row(r).len()).max().unwrap_or(0);
+        let k = plan.max_experts();
         let mut slots = vec![-1; rows * k];
         let mut weights = vec![0.0; rows * k];
         for row in 0..rows {

@@ -75,6 +75,15 @@ impl MixPlan {
         &self.entries[self.offsets[i]..self.offsets[i + 1]]
     }
 
+    /// The most experts any row has (the k the CUDA kernels pad every row to).
+    pub fn max_experts(&self) -> usize {
+        self.offsets
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0)
+    }
+
     /// True when no row has any expert: the projection is the base model alone.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

@@ -40,7 +40,7 @@ pub fn lora_mix_tensor(
     let request = MixRequest {
         dtype: x.dtype(),
         r_max: host.r_max(),
-        k_max: (0..rows).map(|r| plan.row(r).len()).max().unwrap_or(0),
+        k_max: plan.max_experts(),
         d_in: host.d_in(),
         d_out: host.d_out(),
         rows,

@@ -58,7 +58,7 @@ fn check_class<T: Element>(device: &Device, class: &ShapeClass, seed: u64, toler
             .unwrap()
     };
     let (xt, yt) = (tensor(&x, c.d_in), tensor(&y0, c.d_out));
-    let k = (0..c.rows).map(|r| plan.row(r).len()).max().unwrap_or(0);
+    let k = plan.max_experts();
     let request = MixRequest {
         dtype: T::DTYPE,
         r_max: c.r_max,

@@ -198,7 +198,8 @@ impl Worker {
         let phases: Vec<SeqPhase> = self.running.iter().map(|r| r.phase).collect();
         let plan = scheduler.plan(&phases);
         let mut prompt_tokens = 0;
-        let mut traces: Vec<(usize, TokenGateWeights)> = Vec::new();
+        // Per running sequence, the gate weights of the row that samples its next token.
+        let mut traces: Vec<Option<TokenGateWeights>> = vec![None; self.running.len()];
         let result = {
             let has_gate = self.gate.is_some();
             let mut by_seq: Vec<Option<&mut Running>> = self.running.iter_mut().map(Some).collect();
@@ -259,7 +260,9 @@ impl Worker {
                     let layers = self.base.model.config().num_layers;
                     let tracing = TracingGate::new(&split, layers, traced_rows);
                     let logits = self.base.model.forward(&mut steps, &self.bank, &tracing);
-                    traces = traced_seqs.into_iter().zip(tracing.finish()).collect();
+                    for (seq, weights) in traced_seqs.into_iter().zip(tracing.finish()) {
+                        traces[seq] = Some(weights);
+                    }
                     logits
                 }
                 None => self.base.model.forward(&mut steps, &self.bank, &FixedGate),
@@ -300,8 +303,7 @@ impl Worker {
                 outcome[item.seq] = Outcome::Finished;
                 continue;
             }
-            if let Some(at) = traces.iter().position(|(seq, _)| *seq == item.seq) {
-                let (_, weights) = traces.swap_remove(at);
+            if let Some(weights) = traces[item.seq].take() {
                 if r.request.events.send(EngineEvent::Gate(weights)).is_err() {
                     outcome[item.seq] = Outcome::Cancelled;
                     continue;

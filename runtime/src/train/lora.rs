@@ -116,14 +116,14 @@ impl LoraSet {
         let refuse = |reason: String| RuntimeError::InvalidRequest {
             reason: format!("continuing adapter {}: {reason}", adapter.id()),
         };
-        let mut modules = adapter.modules();
-        let Some((_, first)) = modules.next() else {
+        let mut modules = adapter.modules().peekable();
+        let Some((_, first)) = modules.peek() else {
             return Err(refuse("it has no weights".into()));
         };
         let (rank, scale) = (first.rank, first.scale);
         let mut targets: Vec<ModuleKind> = Vec::new();
         let mut pairs = BTreeMap::new();
-        for ((layer, m), w) in adapter.modules() {
+        for ((layer, m), w) in modules {
             if w.rank != rank || w.scale != scale {
                 return Err(refuse(format!(
                     "layer {layer} {} has rank {} and scale {}, others rank {rank} and scale \
