@@ -19,7 +19,7 @@ const DIRECT_MAX_ROWS: usize = 16;
 
 pub fn lora_mix_cpu(x: &[f32], y: &mut [f32], stack: &SlotStack, plan: &MixPlan) -> Result<()> {
     let (d_in, d_out, r_max) = (stack.d_in(), stack.d_out(), stack.r_max());
-    if d_in == 0 || x.len() % d_in != 0 {
+    if d_in == 0 || !x.len().is_multiple_of(d_in) {
         return Err(KernelError::InputShape { len: x.len(), d_in });
     }
     let rows = x.len() / d_in;

@@ -157,7 +157,7 @@ pub fn lora_mix_twin<T: Element>(
     x: &[T],
     y: &mut [T],
 ) -> Result<()> {
-    if stack.d_in == 0 || x.len() % stack.d_in != 0 {
+    if stack.d_in == 0 || !x.len().is_multiple_of(stack.d_in) {
         return Err(KernelError::InputShape {
             len: x.len(),
             d_in: stack.d_in,

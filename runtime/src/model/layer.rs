@@ -2,7 +2,7 @@
 
 use super::attention::{causal_attention, AttnShape, RowAttn};
 use super::norm::{rms_norm, silu_mul};
-use super::projection::{as_tensor, LoraStacks, ProjectionGroup};
+use super::projection::{LoraStacks, ProjectionGroup};
 use super::StepContext;
 use crate::gate::{Gate, GateInput};
 use crate::{KvCache, Result, RuntimeError};
@@ -23,14 +23,12 @@ pub struct DecoderLayer {
 fn run_groups(
     groups: &[ProjectionGroup],
     x: &[f32],
-    d: usize,
     plan: &loramux_kernels::MixPlan,
     lora: &dyn LoraStacks,
 ) -> Result<Vec<Vec<f32>>> {
-    let xt = as_tensor(x, d)?;
     let mut outs = Vec::new();
     for g in groups {
-        outs.extend(g.forward(&xt, x, plan, lora)?);
+        outs.extend(g.forward(x, plan, lora)?);
     }
     Ok(outs)
 }
@@ -70,7 +68,7 @@ impl DecoderLayer {
             hidden_size: cfg.hidden_size,
             row_candidates: &step.row_candidates,
         });
-        let (mut q, mut k, v) = take3(run_groups(&self.qkv, &x, cfg.hidden_size, &plan, lora)?)?;
+        let (mut q, mut k, v) = take3(run_groups(&self.qkv, &x, &plan, lora)?)?;
         step.rope.apply(&mut q, cfg.num_heads, &step.cos, &step.sin);
         step.rope
             .apply(&mut k, cfg.num_kv_heads, &step.cos, &step.sin);
@@ -101,27 +99,15 @@ impl DecoderLayer {
                 head_dim: cfg.head_dim,
             },
         );
-        let o = run_groups(
-            std::slice::from_ref(&self.o),
-            &attn,
-            self.o.d_in(),
-            &plan,
-            lora,
-        )?;
+        let o = run_groups(std::slice::from_ref(&self.o), &attn, &plan, lora)?;
         for part in &o {
             h.iter_mut().zip(part).for_each(|(a, b)| *a += b);
         }
 
         let x = rms_norm(h, &self.mlp_norm, cfg.rms_norm_eps);
-        let (mut g, u) = take2(run_groups(&self.gate_up, &x, cfg.hidden_size, &plan, lora)?)?;
+        let (mut g, u) = take2(run_groups(&self.gate_up, &x, &plan, lora)?)?;
         silu_mul(&mut g, &u);
-        let d = run_groups(
-            std::slice::from_ref(&self.down),
-            &g,
-            cfg.intermediate_size,
-            &plan,
-            lora,
-        )?;
+        let d = run_groups(std::slice::from_ref(&self.down), &g, &plan, lora)?;
         for part in &d {
             h.iter_mut().zip(part).for_each(|(a, b)| *a += b);
         }

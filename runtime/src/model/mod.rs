@@ -9,6 +9,7 @@ mod attention;
 mod base_weight;
 mod layer;
 mod norm;
+pub(crate) mod packed;
 mod projection;
 pub(crate) mod rope;
 
@@ -23,7 +24,8 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::Device;
 use layer::DecoderLayer;
 use norm::rms_norm;
-use projection::{as_tensor, Part, ProjectionGroup};
+use packed::{Kernel, PackedWeight};
+use projection::{Part, ProjectionGroup};
 use rope::Rope;
 use std::borrow::Cow;
 use std::ops::Range;
@@ -229,8 +231,7 @@ impl LlamaModel {
             picked_h.extend_from_slice(&h[r * h_dim..(r + 1) * h_dim]);
         }
         let normed = rms_norm(&picked_h, &self.final_norm, cfg.rms_norm_eps);
-        let logits = self.lm_head.forward(&as_tensor(&normed, h_dim)?)?;
-        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        let logits = self.lm_head.forward(&normed, h_dim)?;
         let v = cfg.vocab_size;
         let mut at = 0;
         for n in counts {
@@ -329,6 +330,32 @@ fn vector(t: &QTensor, role: TensorRole, len: usize) -> Result<Vec<f32>> {
 }
 
 fn matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeight> {
+    if let (WeightDtype::Native, Some(kernel)) = (dtype, packed_kernel()) {
+        // Formats without a packed layout of their own (Q5_x) are re-rounded to 8 bits first,
+        // as for candle below; K-quants stay with candle.
+        let t = if lacks_simd_kernel(t.dtype()) {
+            QTensor::quantize(&t.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
+        } else {
+            t
+        };
+        match PackedWeight::from_qtensor(&t)? {
+            Some(w) => return Ok(BaseWeight::Packed(w, kernel)),
+            None => return candle_matmul(t, dtype, dense),
+        }
+    }
+    candle_matmul(t, dtype, dense)
+}
+
+/// The packed integer kernel for `--dtype native`, unless this CPU lacks it or
+/// `LORAMUX_BASE_MATMUL=candle` asks for candle's kernels (to compare the two).
+fn packed_kernel() -> Option<Kernel> {
+    if std::env::var("LORAMUX_BASE_MATMUL").is_ok_and(|v| v == "candle") {
+        return None;
+    }
+    Kernel::vnni()
+}
+
+fn candle_matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeight> {
     let dense = if dense {
         Some(t.dequantize(&Device::Cpu)?)
     } else {
@@ -345,7 +372,7 @@ fn matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeight> {
         WeightDtype::Native | WeightDtype::Stored => QMatMul::from_qtensor(t)?,
         WeightDtype::F32 => QMatMul::Tensor(t.dequantize(&Device::Cpu)?),
     };
-    Ok(BaseWeight::new(quantized, dense))
+    Ok(BaseWeight::Candle { quantized, dense })
 }
 
 /// Largest model (as f32) that also keeps dense copies of its weights.

@@ -3,11 +3,10 @@
 //! Projections that read the same input (q/k/v, gate/up) are fused into one
 //! [`ProjectionGroup`]: their weight rows are stacked so the base product is one matmul (one
 //! thread-pool dispatch instead of three), then the output is split per module and each
-//! module gets its own LoRA mixture. `x` is `[rows, d_in]`; each part is `[rows, d_out_m]`.
+//! module gets its own LoRA mixture. `x_rows` is `[rows, d_in]`; each part is `[rows, d_out_m]`.
 
 use super::base_weight::BaseWeight;
 use crate::{ModuleKind, Result};
-use candle_core::{Device, Tensor};
 use loramux_kernels::{lora_mix, MixPlan, SlotStack};
 
 /// Where the model finds the resident adapters of a (layer, module). Implemented by the
@@ -50,19 +49,14 @@ impl ProjectionGroup {
         }
     }
 
-    pub fn d_in(&self) -> usize {
-        self.d_in
-    }
-
     /// Returns one `[rows, d_out]` output per part, in the parts' order.
     pub fn forward(
         &self,
-        x: &Tensor,
         x_rows: &[f32],
         plan: &MixPlan,
         lora: &dyn LoraStacks,
     ) -> Result<Vec<Vec<f32>>> {
-        let y = self.weight.forward(x)?.flatten_all()?.to_vec1::<f32>()?;
+        let y = self.weight.forward(x_rows, self.d_in)?;
         let total: usize = self.parts.iter().map(|p| p.d_out).sum();
         let rows = y.len() / total.max(1);
         let mut outs: Vec<Vec<f32>> = self
@@ -91,9 +85,4 @@ impl ProjectionGroup {
         }
         Ok(outs)
     }
-}
-
-/// Wraps `[rows, d]` activations as a tensor for candle's matmul kernels.
-pub fn as_tensor(x: &[f32], d: usize) -> Result<Tensor> {
-    Ok(Tensor::from_slice(x, (x.len() / d, d), &Device::Cpu)?)
 }

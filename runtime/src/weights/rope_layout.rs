@@ -15,9 +15,9 @@
 pub fn unpermute_interleaved_rows(data: &[u8], rows: usize, head_dim: usize) -> Option<Vec<u8>> {
     if rows == 0
         || head_dim == 0
-        || head_dim % 2 != 0
-        || rows % head_dim != 0
-        || data.len() % rows != 0
+        || !head_dim.is_multiple_of(2)
+        || !rows.is_multiple_of(head_dim)
+        || !data.len().is_multiple_of(rows)
     {
         return None;
     }

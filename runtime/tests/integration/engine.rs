@@ -226,7 +226,11 @@ impl Gate for LayerParity {
     fn plan(&self, input: &GateInput<'_>) -> MixPlan {
         let mut plan = MixPlan::new();
         for cands in input.row_candidates {
-            let split = if input.layer % 2 == 0 { 0.8 } else { 0.3 };
+            let split = if input.layer.is_multiple_of(2) {
+                0.8
+            } else {
+                0.3
+            };
             let row: Vec<SlotWeight> = cands
                 .iter()
                 .zip([split, 1.0 - split])

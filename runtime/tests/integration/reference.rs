@@ -206,13 +206,21 @@ fn f32_mixed_batch_matches_each_row_alone() {
 fn quantized_weights_keep_the_top1_token() {
     let fx = load_fixtures();
     // (mode, noise: how far below the reference best our pick may score, exact top-1 needed)
-    // Stored runs the file's Q4_1 weights as they are: only the 8-bit activation rounding of
-    // candle's kernels differs from the reference. Native also re-rounds Q4_1 weights to Q8_0
-    // for the fast kernels, which moves logits further (up to ~0.9 on these fixtures).
+    // Both run the file's Q4_1 weights as they are, so only the 8-bit rounding of the
+    // activations differs from the reference: Stored through candle's kernels, Native through
+    // the packed VNNI kernels where the CPU has them (else candle's Q8_0 kernels on weights
+    // re-rounded to 8 bits, which moves logits further: up to ~0.9 on these fixtures).
     let n = fx.cases.len();
+    let packed = std::arch::is_x86_feature_detected!("avx512vnni");
     for (dtype, noise, min_exact) in [
         (WeightDtype::Stored, 0.25, n - 1),
-        (WeightDtype::Native, 0.5, n - 3),
+        if packed {
+            // Same error size as Stored (0.1-0.45 on the top logits); which side of a
+            // near-tie (reference gaps 0.006 and 0.026) lands differs.
+            (WeightDtype::Native, 0.25, n - 2)
+        } else {
+            (WeightDtype::Native, 0.5, n - 3)
+        },
     ] {
         let base = load_base(dtype);
         let s = setup(&base, &fx.cases);
