@@ -5,8 +5,10 @@
 //! and scatter-add O into the rows of y. The work is proportional to rows · k · r, never to
 //! the number of resident slots.
 
+use crate::mix_plan::SlotGroups;
 use crate::{KernelError, MixPlan, Result, SlotStack};
 use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
 
 /// Groups of at least this many rows use both cores inside the GEMM; smaller ones (decode)
 /// stay single-threaded because the fork/join costs more than the arithmetic.
@@ -17,8 +19,12 @@ const PARALLEL_ROWS: usize = 64;
 /// under the learned gate, is many such groups). Measured with `examples/mix_timing.rs`.
 const DIRECT_MAX_ROWS: usize = 16;
 
+/// Multiply-adds of the small groups from which they are split across threads (about 20 µs
+/// of one core: several times the fork/join).
+const PARALLEL_DIRECT_MACS: usize = 1 << 17;
+
 pub fn lora_mix_cpu(x: &[f32], y: &mut [f32], stack: &SlotStack, plan: &MixPlan) -> Result<()> {
-    let (d_in, d_out, r_max) = (stack.d_in(), stack.d_out(), stack.r_max());
+    let (d_in, d_out) = (stack.d_in(), stack.d_out());
     if d_in == 0 || !x.len().is_multiple_of(d_in) {
         return Err(KernelError::InputShape { len: x.len(), d_in });
     }
@@ -36,102 +42,168 @@ pub fn lora_mix_cpu(x: &[f32], y: &mut [f32], stack: &SlotStack, plan: &MixPlan)
         return Ok(());
     }
     let groups = plan.group_by_slot(stack.slots());
-    let mut gathered = Vec::new();
-    let mut shrunk = Vec::new();
-    let mut expanded = Vec::new();
+    let mut direct = Vec::new();
     for g in 0..groups.len() {
         let slot = groups.slots[g] as usize;
-        let rank = stack.rank(slot);
-        if rank == 0 {
+        if stack.rank(slot) == 0 {
             continue;
         }
-        let group_rows = groups.rows_of(g);
-        let weights = groups.weights_of(g);
-        let m = group_rows.len();
-        if m <= DIRECT_MAX_ROWS {
-            direct_group(x, y, stack, slot, group_rows, weights, &mut shrunk);
-            continue;
-        }
-        gathered.clear();
-        for &row in group_rows {
-            let row = row as usize;
-            gathered.extend_from_slice(&x[row * d_in..(row + 1) * d_in]);
-        }
-        shrunk.clear();
-        shrunk.resize(m * rank, 0.0);
-        expanded.clear();
-        expanded.resize(m * d_out, 0.0);
-        let par = if m >= PARALLEL_ROWS {
-            Parallelism::Rayon(0)
+        if groups.rows_of(g).len() <= DIRECT_MAX_ROWS {
+            direct.push(g);
         } else {
-            Parallelism::None
-        };
-        let a = stack.a(slot);
-        let b = stack.b(slot);
-        // SAFETY: every pointer/stride pair below addresses inside its slice: `gathered` is
-        // [m, d_in] row-major, `a` holds at least [rank, d_in] row-major (read transposed as
-        // [d_in, rank] with row stride 1, column stride d_in), `shrunk` is [m, rank].
-        unsafe {
-            gemm(
-                m,
-                rank,
-                d_in,
-                shrunk.as_mut_ptr(),
-                1,
-                rank as isize,
-                false,
-                gathered.as_ptr(),
-                1,
-                d_in as isize,
-                a.as_ptr(),
-                d_in as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
-        let scale = stack.scale(slot);
-        for (row, &w) in shrunk.chunks_exact_mut(rank).zip(weights) {
-            let f = w * scale;
-            row.iter_mut().for_each(|v| *v *= f);
-        }
-        // SAFETY: `shrunk` is [m, rank] row-major; `b` is [d_out, r_max] row-major, read
-        // transposed as [rank, d_out] (row stride 1, column stride r_max) using only its
-        // first `rank` columns; `expanded` is [m, d_out].
-        unsafe {
-            gemm(
-                m,
-                d_out,
-                rank,
-                expanded.as_mut_ptr(),
-                1,
-                d_out as isize,
-                false,
-                shrunk.as_ptr(),
-                1,
-                rank as isize,
-                b.as_ptr(),
-                r_max as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
-        for (&row, out) in group_rows.iter().zip(expanded.chunks_exact(d_out)) {
-            let row = row as usize;
-            let dst = &mut y[row * d_out..(row + 1) * d_out];
-            dst.iter_mut().zip(out).for_each(|(d, o)| *d += o);
+            gemm_group(x, y, stack, slot, groups.rows_of(g), groups.weights_of(g));
         }
     }
+    mix_direct_groups(x, y, stack, &groups, &direct);
     Ok(())
+}
+
+/// The small groups, split by rows across threads when there is enough work: each thread
+/// owns a contiguous range of output rows and applies every group's rows in that range, in
+/// group order, so the sums are the same whatever the thread count.
+fn mix_direct_groups(
+    x: &[f32],
+    y: &mut [f32],
+    stack: &SlotStack,
+    groups: &SlotGroups,
+    direct: &[usize],
+) {
+    let (d_in, d_out) = (stack.d_in(), stack.d_out());
+    let rows = y.len() / d_out;
+    let macs: usize = direct
+        .iter()
+        .map(|&g| groups.rows_of(g).len() * stack.rank(groups.slots[g] as usize) * (d_in + d_out))
+        .sum();
+    let parts = if macs >= PARALLEL_DIRECT_MACS {
+        rayon::current_num_threads().clamp(1, rows.max(1))
+    } else {
+        1
+    };
+    let per = rows.div_ceil(parts).max(1);
+    let run = |first: usize, y_part: &mut [f32]| {
+        let end = first + y_part.len() / d_out;
+        let (mut shrunk, mut sub_rows, mut sub_weights) = (Vec::new(), Vec::new(), Vec::new());
+        for &g in direct {
+            sub_rows.clear();
+            sub_weights.clear();
+            for (&row, &w) in groups.rows_of(g).iter().zip(groups.weights_of(g)) {
+                if (first..end).contains(&(row as usize)) {
+                    sub_rows.push(row - first as u32);
+                    sub_weights.push(w);
+                }
+            }
+            if !sub_rows.is_empty() {
+                let x_part = &x[first * d_in..end * d_in];
+                let slot = groups.slots[g] as usize;
+                direct_group(
+                    x_part,
+                    y_part,
+                    stack,
+                    slot,
+                    &sub_rows,
+                    &sub_weights,
+                    &mut shrunk,
+                );
+            }
+        }
+    };
+    if parts == 1 {
+        run(0, y);
+    } else {
+        y.par_chunks_mut(per * d_out)
+            .enumerate()
+            .for_each(|(p, y_part)| run(p * per, y_part));
+    }
+}
+
+/// One slot's rows through a GEMM pair: gather, shrink, scale, expand, scatter-add.
+fn gemm_group(
+    x: &[f32],
+    y: &mut [f32],
+    stack: &SlotStack,
+    slot: usize,
+    group_rows: &[u32],
+    weights: &[f32],
+) {
+    let (d_in, d_out, r_max) = (stack.d_in(), stack.d_out(), stack.r_max());
+    let rank = stack.rank(slot);
+    let m = group_rows.len();
+    let mut gathered = Vec::with_capacity(m * d_in);
+    for &row in group_rows {
+        let row = row as usize;
+        gathered.extend_from_slice(&x[row * d_in..(row + 1) * d_in]);
+    }
+    let mut shrunk = vec![0f32; m * rank];
+    let mut expanded = vec![0f32; m * d_out];
+    let par = if m >= PARALLEL_ROWS {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    };
+    let a = stack.a(slot);
+    let b = stack.b(slot);
+    // SAFETY: every pointer/stride pair below addresses inside its slice: `gathered` is
+    // [m, d_in] row-major, `a` holds at least [rank, d_in] row-major (read transposed as
+    // [d_in, rank] with row stride 1, column stride d_in), `shrunk` is [m, rank].
+    unsafe {
+        gemm(
+            m,
+            rank,
+            d_in,
+            shrunk.as_mut_ptr(),
+            1,
+            rank as isize,
+            false,
+            gathered.as_ptr(),
+            1,
+            d_in as isize,
+            a.as_ptr(),
+            d_in as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    let scale = stack.scale(slot);
+    for (row, &w) in shrunk.chunks_exact_mut(rank).zip(weights) {
+        let f = w * scale;
+        row.iter_mut().for_each(|v| *v *= f);
+    }
+    // SAFETY: `shrunk` is [m, rank] row-major; `b` is [d_out, r_max] row-major, read
+    // transposed as [rank, d_out] (row stride 1, column stride r_max) using only its
+    // first `rank` columns; `expanded` is [m, d_out].
+    unsafe {
+        gemm(
+            m,
+            d_out,
+            rank,
+            expanded.as_mut_ptr(),
+            1,
+            d_out as isize,
+            false,
+            shrunk.as_ptr(),
+            1,
+            rank as isize,
+            b.as_ptr(),
+            r_max as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    for (&row, out) in group_rows.iter().zip(expanded.chunks_exact(d_out)) {
+        let row = row as usize;
+        let dst = &mut y[row * d_out..(row + 1) * d_out];
+        dst.iter_mut().zip(out).for_each(|(d, o)| *d += o);
+    }
 }
 
 /// One slot's rows without the GEMM library. Shrink: per row and rank component a dot

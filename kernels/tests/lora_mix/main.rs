@@ -57,6 +57,33 @@ fn matches_float64_twin_on_random_batches() {
     }
 }
 
+/// Decode-sized groups are split across threads by output rows; the sums must not depend
+/// on how many threads there are (each row's groups are applied in the same order).
+#[test]
+fn thread_count_does_not_change_the_result() {
+    let mut rng = StdRng::seed_from_u64(0x7e4d);
+    let (rows, r_max, d_in, d_out, slots) = (32, 16, 576, 1536, 8);
+    let stack = random_stack(&mut rng, slots, r_max, d_in, d_out);
+    let plan = random_plan(&mut rng, rows, slots, 2);
+    let x = random_vec(&mut rng, rows * d_in);
+    let y0 = random_vec(&mut rng, rows * d_out);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut y = y0.clone();
+        pool.install(|| lora_mix(&x, &mut y, &stack, &plan).unwrap());
+        y
+    };
+    let one = run(1);
+    assert_close(&one, &lora_mix_f64(&x, &y0, &stack, &plan), "one thread");
+    assert!(one != y0, "nothing was added");
+    for threads in [2, 3, 5] {
+        assert_eq!(run(threads), one, "{threads} threads");
+    }
+}
+
 #[test]
 fn a_weighted_pair_equals_the_sum_of_single_experts() {
     let mut rng = StdRng::seed_from_u64(7);
