@@ -331,16 +331,16 @@ fn vector(t: &QTensor, role: TensorRole, len: usize) -> Result<Vec<f32>> {
 
 fn matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeight> {
     if let (WeightDtype::Native, Some(kernel)) = (dtype, packed_kernel()) {
-        // Formats without a packed layout of their own (Q5_x) are re-rounded to 8 bits first,
-        // as for candle below; K-quants stay with candle.
-        let t = if lacks_simd_kernel(t.dtype()) {
-            QTensor::quantize(&t.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
-        } else {
-            t
-        };
-        match PackedWeight::from_qtensor(&t)? {
-            Some(w) => return Ok(BaseWeight::Packed(w, kernel)),
-            None => return candle_matmul(t, dtype, dense),
+        if let Some(w) = PackedWeight::from_qtensor(&t)? {
+            return Ok(BaseWeight::Packed(w, kernel));
+        }
+        // Q5_x / Q8_1 have no packed layout of their own: re-rounded to 8 bits, as for candle
+        // below. K-quants stay with candle.
+        if lacks_simd_kernel(t.dtype()) {
+            let q8 = QTensor::quantize(&t.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?;
+            if let Some(w) = PackedWeight::from_qtensor(&q8)? {
+                return Ok(BaseWeight::Packed(w, kernel));
+            }
         }
     }
     candle_matmul(t, dtype, dense)

@@ -215,9 +215,9 @@ fn quantized_weights_keep_the_top1_token() {
     for (dtype, noise, min_exact) in [
         (WeightDtype::Stored, 0.25, n - 1),
         if packed {
-            // Same error size as Stored (0.1-0.45 on the top logits); which side of a
-            // near-tie (reference gaps 0.006 and 0.026) lands differs.
-            (WeightDtype::Native, 0.25, n - 2)
+            // Same error size as Stored (0.02-0.42 on the top logits); which side of the
+            // near-ties (reference top-1/top-2 gaps 0.006, 0.026 and 0.10) it lands on differs.
+            (WeightDtype::Native, 0.25, n - 3)
         } else {
             (WeightDtype::Native, 0.5, n - 3)
         },
