@@ -2,7 +2,7 @@
 //! GGUF file or Hugging Face folder.
 
 use crate::weights::{self, TokenizerSource, WeightDtype, WeightSource};
-use crate::{ChatMessage, ChatTemplate, LlamaModel, Result, RuntimeError, Tokenizer};
+use crate::{ChatMessage, ChatTemplate, LlamaModel, ModelBackend, Result, RuntimeError, Tokenizer};
 use std::path::Path;
 
 pub struct BaseModel {
@@ -13,9 +13,14 @@ pub struct BaseModel {
 
 impl BaseModel {
     pub fn load(path: &Path, dtype: WeightDtype) -> Result<Self> {
+        Self::load_on(path, dtype, &ModelBackend::Host)
+    }
+
+    /// Loads the model on `backend` (see [`crate::DeviceChoice::backend`]).
+    pub fn load_on(path: &Path, dtype: WeightDtype, backend: &ModelBackend) -> Result<Self> {
         let mut source = weights::open(path)?;
         let (tokenizer, template) = load_text(source.as_ref(), path)?;
-        let model = LlamaModel::load(source.as_mut(), dtype)?;
+        let model = LlamaModel::load_on(source.as_mut(), dtype, backend)?;
         Ok(Self {
             model,
             tokenizer,

@@ -52,6 +52,8 @@ pub enum RuntimeError {
     InvalidRequest { reason: String },
     #[error("models are missing: {what}. Run `{fix}` first")]
     ModelsMissing { what: String, fix: String },
+    #[error("device {device} is unavailable: {reason}")]
+    DeviceUnavailable { device: String, reason: String },
     #[error("model fetch failed: {reason}")]
     Fetch { reason: String },
     #[error(transparent)]

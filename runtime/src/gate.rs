@@ -17,7 +17,9 @@ pub struct Candidate {
 /// What the gate sees for one layer of one step.
 pub struct GateInput<'a> {
     pub layer: usize,
-    /// `[rows, hidden_size]`, the normalized input of the layer's attention block.
+    /// `[rows, hidden_size]`, the normalized input of the layer's attention block. Empty
+    /// when the gate says it does not read it ([`Gate::reads_hidden`]): a device backend
+    /// then skips copying it to the host.
     pub hidden: &'a [f32],
     pub hidden_size: usize,
     /// Per row, the candidates of the row's sequence.
@@ -36,6 +38,12 @@ pub fn prior_row(cands: &[Candidate], out: &mut Vec<SlotWeight>) {
 pub trait Gate: Send + Sync {
     fn plan(&self, input: &GateInput<'_>) -> MixPlan;
 
+    /// Whether `plan` reads `GateInput::hidden`. A gate that plans from the candidates
+    /// alone says `false`, and the model may then pass no hidden state.
+    fn reads_hidden(&self) -> bool {
+        true
+    }
+
     /// Hears that bank `slot` now holds adapter `id` (called whenever an adapter is leased):
     /// a gate that scores adapters by identity needs it. Returns whether the gate knows the
     /// adapter; the default knows none and needs none.
@@ -53,6 +61,10 @@ pub struct RowSplitGate<'a> {
 }
 
 impl Gate for RowSplitGate<'_> {
+    fn reads_hidden(&self) -> bool {
+        self.rows.contains(&true) && self.gated.reads_hidden()
+    }
+
     fn plan(&self, input: &GateInput<'_>) -> MixPlan {
         let n = input.row_candidates.len();
         if self.rows.len() != n || !self.rows.contains(&true) {
@@ -63,9 +75,10 @@ impl Gate for RowSplitGate<'_> {
         }
         let h = input.hidden_size;
         let picked: Vec<usize> = (0..n).filter(|&r| self.rows[r]).collect();
+        // An empty hidden state (the gated gate does not read it) stays empty.
         let hidden: Vec<f32> = picked
             .iter()
-            .flat_map(|&r| &input.hidden[r * h..(r + 1) * h])
+            .flat_map(|&r| input.hidden.get(r * h..(r + 1) * h).unwrap_or_default())
             .copied()
             .collect();
         let cands: Vec<&[Candidate]> = picked.iter().map(|&r| input.row_candidates[r]).collect();
@@ -98,6 +111,10 @@ impl Gate for RowSplitGate<'_> {
 pub struct FixedGate;
 
 impl Gate for FixedGate {
+    fn reads_hidden(&self) -> bool {
+        false
+    }
+
     fn plan(&self, input: &GateInput<'_>) -> MixPlan {
         let rows = input.row_candidates.len();
         let mut plan = MixPlan::with_capacity(rows, 2);

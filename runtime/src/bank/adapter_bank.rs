@@ -10,7 +10,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use loramux_kernels::SlotStack;
+use candle_core::Device;
+use loramux_kernels::{DeviceSlotStack, SlotStack};
 
 use super::lease::lock;
 use super::stacks::ModuleStacks;
@@ -26,12 +27,20 @@ pub struct AdapterBank {
 }
 
 impl AdapterBank {
+    /// A bank whose stacks live on the host: for the host backend (and the device backend
+    /// on `Device::Cpu`).
     pub fn new(model: &ModelConfig, config: BankConfig) -> Result<Self> {
+        Self::on_device(model, config, &Device::Cpu)
+    }
+
+    /// A bank whose stacks live on `device` (as well as on the host): for a model on that
+    /// device (see `LlamaModel::device`).
+    pub fn on_device(model: &ModelConfig, config: BankConfig, device: &Device) -> Result<Self> {
         config.validate()?;
         Ok(Self {
             config,
             table: Arc::new(Mutex::new(SlotTable::new(config.slots))),
-            stacks: ModuleStacks::new(model, config),
+            stacks: ModuleStacks::new(model, config, device),
         })
     }
 
@@ -61,7 +70,9 @@ impl AdapterBank {
             SlotPlan::Load { slot, evict } => {
                 if let Err(e) = self.stacks.write(slot, adapter) {
                     // Half-written: make sure no one can use the slot's remains.
-                    self.stacks.clear(slot);
+                    if let Err(clear) = self.stacks.clear(slot) {
+                        tracing::error!(slot, "could not clear a half-written slot: {clear}");
+                    }
                     lock(&self.table).forget(slot);
                     return Err(e);
                 }
@@ -74,7 +85,12 @@ impl AdapterBank {
 
     /// The stacked adapters of one module, `None` until an adapter has targeted it.
     pub fn stack(&self, layer: usize, module: ModuleKind) -> Option<&SlotStack> {
-        self.stacks.get(layer, module)
+        self.stacks.get(layer, module).map(DeviceSlotStack::host)
+    }
+
+    /// The device the stacks live on.
+    pub fn device(&self) -> &Device {
+        self.stacks.device()
     }
 
     pub fn slot_of(&self, id: &AdapterId) -> Option<u32> {
@@ -103,6 +119,10 @@ impl AdapterBank {
 /// The model reads the resident adapters through this trait.
 impl LoraStacks for AdapterBank {
     fn stack(&self, layer: usize, module: ModuleKind) -> Option<&SlotStack> {
+        self.stacks.get(layer, module).map(DeviceSlotStack::host)
+    }
+
+    fn device_stack(&self, layer: usize, module: ModuleKind) -> Option<&DeviceSlotStack> {
         self.stacks.get(layer, module)
     }
 }

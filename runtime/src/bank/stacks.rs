@@ -1,8 +1,11 @@
-//! `ModuleStacks`: the bank's tensors — one lazily allocated `SlotStack` per (layer, module),
-//! A `[slots, r_max, d_in]`, B `[slots, d_out, r_max]`, and how one adapter is written into
-//! one slot of all of them.
+//! `ModuleStacks`: the bank's tensors — one lazily allocated `DeviceSlotStack` per (layer,
+//! module), A `[slots, r_max, d_in]`, B `[slots, d_out, r_max]`, and how one adapter is
+//! written into one slot of all of them. Each stack keeps its f32 host copy (what the host
+//! backend reads) and, on a CUDA device, its device copy in f32 (what the device backend
+//! reads); on the CPU there is only the host copy.
 
-use loramux_kernels::SlotStack;
+use candle_core::{DType, Device};
+use loramux_kernels::{DeviceSlotStack, SlotStack};
 
 use super::BankConfig;
 use crate::{Adapter, ModelConfig, ModuleKind, Result, RuntimeError};
@@ -11,25 +14,34 @@ use crate::{Adapter, ModelConfig, ModuleKind, Result, RuntimeError};
 pub(crate) struct ModuleStacks {
     model: ModelConfig,
     bank: BankConfig,
+    device: Device,
     /// Indexed by `layer * 7 + module.index()`; `None` until an adapter targets it.
-    stacks: Vec<Option<SlotStack>>,
+    stacks: Vec<Option<DeviceSlotStack>>,
 }
+
+/// The element type of device stacks: the device backend's activations are f32.
+const STACK_DTYPE: DType = DType::F32;
 
 const MODULES: usize = ModuleKind::ALL.len();
 
 impl ModuleStacks {
-    pub(crate) fn new(model: &ModelConfig, bank: BankConfig) -> Self {
+    pub(crate) fn new(model: &ModelConfig, bank: BankConfig, device: &Device) -> Self {
         Self {
             model: model.clone(),
             bank,
+            device: device.clone(),
             stacks: (0..model.num_layers * MODULES).map(|_| None).collect(),
         }
     }
 
-    pub(crate) fn get(&self, layer: usize, module: ModuleKind) -> Option<&SlotStack> {
+    pub(crate) fn get(&self, layer: usize, module: ModuleKind) -> Option<&DeviceSlotStack> {
         self.stacks
             .get(layer * MODULES + module.index())
             .and_then(Option::as_ref)
+    }
+
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Refuses an adapter whose ranks exceed `r_max` or whose weights were built for a
@@ -67,10 +79,8 @@ impl ModuleStacks {
     /// stack is allocated on first use), every other existing stack gets rank 0, so nothing
     /// of the slot's previous adapter survives.
     pub(crate) fn write(&mut self, slot: u32, adapter: &Adapter) -> Result<()> {
+        self.clear(slot)?;
         let slot = slot as usize;
-        for stack in self.stacks.iter_mut().flatten() {
-            stack.clear_slot(slot);
-        }
         for ((layer, module), w) in adapter.modules() {
             let (d_in, d_out) = self.model.module_shape(module);
             let (slots, r_max) = (self.bank.slots, self.bank.r_max);
@@ -80,16 +90,24 @@ impl ModuleStacks {
                     reason: format!("it changes layer {layer}, which the bank's model lacks"),
                 });
             };
-            let stack = entry.get_or_insert_with(|| SlotStack::new(slots, r_max, d_in, d_out));
+            let stack = match entry {
+                Some(stack) => stack,
+                None => entry.insert(DeviceSlotStack::upload(
+                    SlotStack::new(slots, r_max, d_in, d_out),
+                    STACK_DTYPE,
+                    &self.device,
+                )?),
+            };
             stack.write_slot(slot, &w.a, &w.b, w.rank, w.scale)?;
         }
         Ok(())
     }
 
     /// Sets `slot` to rank 0 in every stack.
-    pub(crate) fn clear(&mut self, slot: u32) {
+    pub(crate) fn clear(&mut self, slot: u32) -> Result<()> {
         for stack in self.stacks.iter_mut().flatten() {
-            stack.clear_slot(slot as usize);
+            stack.clear_slot(slot as usize)?;
         }
+        Ok(())
     }
 }

@@ -103,6 +103,10 @@ impl Gate for TracingGate<'_> {
         plan
     }
 
+    fn reads_hidden(&self) -> bool {
+        self.inner.reads_hidden()
+    }
+
     fn bind(&self, slot: u32, id: &str) -> bool {
         self.inner.bind(slot, id)
     }

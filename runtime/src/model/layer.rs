@@ -5,7 +5,8 @@ use super::norm::{rms_norm, silu_mul};
 use super::projection::{LoraStacks, ProjectionGroup};
 use super::StepContext;
 use crate::gate::{Gate, GateInput};
-use crate::{KvCache, Result, RuntimeError};
+use crate::kv_cache::HostKv;
+use crate::{Result, RuntimeError};
 
 pub struct DecoderLayer {
     pub(super) index: usize,
@@ -56,7 +57,7 @@ impl DecoderLayer {
         &self,
         h: &mut [f32],
         step: &StepContext<'_>,
-        caches: &mut [&mut KvCache],
+        caches: &mut [&mut HostKv],
         lora: &dyn LoraStacks,
         gate: &dyn Gate,
     ) -> Result<()> {

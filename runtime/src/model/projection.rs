@@ -7,12 +7,20 @@
 
 use super::base_weight::BaseWeight;
 use crate::{ModuleKind, Result};
-use loramux_kernels::{lora_mix, MixPlan, SlotStack};
+use loramux_kernels::{lora_mix, DeviceSlotStack, MixPlan, SlotStack};
 
 /// Where the model finds the resident adapters of a (layer, module). Implemented by the
 /// `AdapterBank`; [`NoAdapters`] serves the base model alone.
 pub trait LoraStacks: Sync {
+    /// The host copy, which the host backend reads.
     fn stack(&self, layer: usize, module: ModuleKind) -> Option<&SlotStack>;
+
+    /// The stack on its compute device, which the device backend reads. `None` for a source
+    /// that keeps its adapters on the host only; the device backend then refuses to apply
+    /// them rather than silently skip them.
+    fn device_stack(&self, _layer: usize, _module: ModuleKind) -> Option<&DeviceSlotStack> {
+        None
+    }
 }
 
 /// The base model without adapters.

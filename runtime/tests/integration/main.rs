@@ -1,5 +1,7 @@
 //! The runtime's one integration-test binary: the model against transformers + PEFT, and the
-//! engine against plain batched generation. Needs the default model (`loramux models fetch`).
+//! engine against plain batched generation (both need the default model: `loramux models
+//! fetch`), and the device backend against the host backend on tiny in-memory models.
 
+mod device;
 mod engine;
 mod reference;

@@ -1,0 +1,176 @@
+//! Loading steps both backends share: tensors by role from the one [`WeightSource`]
+//! abstraction (which already hands out the Hugging Face layout, GGUF q/k rows un-permuted),
+//! checked against the config, and projections that read one input stacked into one matrix.
+//!
+//! Everything here is on the host; each backend then puts the weights where it computes.
+
+use super::projection::Part;
+use crate::weights::{expect_shape, TensorRole, WeightSource};
+use crate::{ModelConfig, ModuleKind, Result, RuntimeError};
+use candle_core::quantized::{QStorage, QTensor};
+use candle_core::Device;
+use std::borrow::Cow;
+
+/// One group of projections with a shared input: the parts' rows stacked in order
+/// (`[Σ d_out, d_in]`, still in the file's format) and each part's module, width and bias.
+pub(crate) struct GroupWeights {
+    pub weight: QTensor,
+    pub parts: Vec<Part>,
+    pub d_in: usize,
+}
+
+/// Loads projections that share an input, stacked into one group when they are stored in
+/// the same format (rows of every GGML format are independent, so stacking is a byte
+/// concatenation), else one group each.
+pub(crate) fn group_weights(
+    source: &mut dyn WeightSource,
+    cfg: &ModelConfig,
+    layer: usize,
+    modules: &[ModuleKind],
+) -> Result<Vec<GroupWeights>> {
+    let mut loaded = Vec::with_capacity(modules.len());
+    for &m in modules {
+        let (d_in, d_out) = cfg.module_shape(m);
+        let role = TensorRole::Proj(layer, m);
+        let w = required(source, role)?;
+        expect_shape(role, &w, &[d_out, d_in])?;
+        let bias = match source.tensor(TensorRole::ProjBias(layer, m))? {
+            Some(b) => Some(vector(&b, TensorRole::ProjBias(layer, m), d_out)?),
+            None => None,
+        };
+        loaded.push((
+            w,
+            Part {
+                module: m,
+                d_out,
+                bias,
+            },
+        ));
+    }
+    let d_in = modules
+        .first()
+        .map(|&m| cfg.module_shape(m).0)
+        .unwrap_or_default();
+    let same_format = loaded.windows(2).all(|w| w[0].0.dtype() == w[1].0.dtype());
+    if loaded.len() > 1 && same_format {
+        let mut bytes = Vec::new();
+        let mut rows = 0;
+        for (w, part) in &loaded {
+            bytes.extend_from_slice(&w.data()?);
+            rows += part.d_out;
+        }
+        let dtype_q = loaded[0].0.dtype();
+        let weight = QTensor::new(
+            QStorage::from_data(Cow::Owned(bytes), &Device::Cpu, dtype_q)?,
+            (rows, d_in),
+        )?;
+        let parts = loaded.into_iter().map(|(_, p)| p).collect();
+        return Ok(vec![GroupWeights {
+            weight,
+            parts,
+            d_in,
+        }]);
+    }
+    Ok(loaded
+        .into_iter()
+        .map(|(weight, part)| GroupWeights {
+            weight,
+            parts: vec![part],
+            d_in,
+        })
+        .collect())
+}
+
+pub(crate) fn required(source: &mut dyn WeightSource, role: TensorRole) -> Result<QTensor> {
+    source
+        .tensor(role)?
+        .ok_or_else(|| RuntimeError::MissingTensor {
+            name: role.hf_name(),
+        })
+}
+
+pub(crate) fn vector(t: &QTensor, role: TensorRole, len: usize) -> Result<Vec<f32>> {
+    expect_shape(role, t, &[len])?;
+    Ok(t.dequantize(&Device::Cpu)?.to_vec1::<f32>()?)
+}
+
+/// The embedding `[vocab, hidden]` as stored, checked.
+pub(crate) fn embedding(source: &mut dyn WeightSource, cfg: &ModelConfig) -> Result<QTensor> {
+    let embed = required(source, TensorRole::Embed)?;
+    expect_shape(
+        TensorRole::Embed,
+        &embed,
+        &[cfg.vocab_size, cfg.hidden_size],
+    )?;
+    Ok(embed)
+}
+
+/// The output projection: `lm_head` when the model has one, else the tied embedding.
+pub(crate) fn lm_head(
+    source: &mut dyn WeightSource,
+    cfg: &ModelConfig,
+    embed: QTensor,
+) -> Result<QTensor> {
+    match source.tensor(TensorRole::LmHead)? {
+        Some(w) => {
+            expect_shape(TensorRole::LmHead, &w, &[cfg.vocab_size, cfg.hidden_size])?;
+            Ok(w)
+        }
+        None => Ok(embed),
+    }
+}
+
+/// The two norm gains of a layer: `(attention, mlp)`, each `[hidden]`.
+pub(crate) fn layer_norms(
+    source: &mut dyn WeightSource,
+    cfg: &ModelConfig,
+    layer: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let h = cfg.hidden_size;
+    let attn = TensorRole::AttnNorm(layer);
+    let mlp = TensorRole::MlpNorm(layer);
+    Ok((
+        vector(&required(source, attn)?, attn, h)?,
+        vector(&required(source, mlp)?, mlp, h)?,
+    ))
+}
+
+pub(crate) fn final_norm(source: &mut dyn WeightSource, cfg: &ModelConfig) -> Result<Vec<f32>> {
+    let role = TensorRole::FinalNorm;
+    vector(&required(source, role)?, role, cfg.hidden_size)
+}
+
+/// The projection groups of one layer: q/k/v, o, gate/up, down.
+pub(crate) struct LayerGroups {
+    pub qkv: Vec<GroupWeights>,
+    pub o: GroupWeights,
+    pub gate_up: Vec<GroupWeights>,
+    pub down: GroupWeights,
+}
+
+pub(crate) fn layer_groups(
+    source: &mut dyn WeightSource,
+    cfg: &ModelConfig,
+    layer: usize,
+) -> Result<LayerGroups> {
+    let mut group = |modules: &[ModuleKind]| group_weights(source, cfg, layer, modules);
+    let qkv = group(&[ModuleKind::Q, ModuleKind::K, ModuleKind::V])?;
+    let o = single(group(&[ModuleKind::O])?)?;
+    let gate_up = group(&[ModuleKind::Gate, ModuleKind::Up])?;
+    let down = single(group(&[ModuleKind::Down])?)?;
+    Ok(LayerGroups {
+        qkv,
+        o,
+        gate_up,
+        down,
+    })
+}
+
+fn single(mut groups: Vec<GroupWeights>) -> Result<GroupWeights> {
+    match (groups.pop(), groups.is_empty()) {
+        (Some(g), true) => Ok(g),
+        _ => Err(RuntimeError::UnsupportedModel {
+            reason: "expected exactly one projection group".into(),
+        }),
+    }
+}
