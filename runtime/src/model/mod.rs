@@ -183,7 +183,10 @@ impl LlamaModel {
         let step = self.step_context(seqs)?;
         let pick = LogitPick::new(seqs, &step.seq_rows);
         let logits = match &self.backend {
-            Backend::Host(m) => m.forward(seqs, &step, &pick, lora, gate)?,
+            // The host backend's matmuls and LoRA mixture split their work over rayon's pool
+            // a few hundred times per step. Running the whole step on a pool thread makes each
+            // split a work-stealing push instead of a pool wake-up plus a blocking wait here.
+            Backend::Host(m) => rayon::scope(|_| m.forward(seqs, &step, &pick, lora, gate))?,
             Backend::Device(m) => m.forward(seqs, &step, &pick, lora, gate)?,
         };
         for seq in seqs.iter_mut() {
