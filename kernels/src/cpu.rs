@@ -6,8 +6,10 @@
 //! the number of resident slots.
 
 use crate::mix_plan::SlotGroups;
+use crate::slot_stack::SmallGroupCopy;
 use crate::{KernelError, MixPlan, Result, SlotStack};
 use gemm::{gemm, Parallelism};
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// Groups of at least this many rows use both cores inside the GEMM; smaller ones (decode)
@@ -82,7 +84,8 @@ fn mix_direct_groups(
     let per = rows.div_ceil(parts).max(1);
     let run = |first: usize, y_part: &mut [f32]| {
         let end = first + y_part.len() / d_out;
-        let (mut shrunk, mut sub_rows, mut sub_weights) = (Vec::new(), Vec::new(), Vec::new());
+        let mut scratch = (Vec::new(), Widened::default());
+        let (mut sub_rows, mut sub_weights) = (Vec::new(), Vec::new());
         for &g in direct {
             sub_rows.clear();
             sub_weights.clear();
@@ -102,7 +105,7 @@ fn mix_direct_groups(
                     slot,
                     &sub_rows,
                     &sub_weights,
-                    &mut shrunk,
+                    &mut scratch,
                 );
             }
         }
@@ -206,6 +209,14 @@ fn gemm_group(
     }
 }
 
+/// Scratch for the small-group path: an f16 slot's A and Bᵀ widened to f32, reused across
+/// groups (the widened copy stays in L1/L2 while the group's rows use it).
+#[derive(Default)]
+struct Widened {
+    a: Vec<f32>,
+    b_t: Vec<f32>,
+}
+
 /// One slot's rows without the GEMM library. Shrink: per row and rank component a dot
 /// product with A's row (contiguous). Expand: sixteen outputs at a time, summing the rank
 /// components in a register before one update of the output row; the `[rank, 16]` block of
@@ -217,12 +228,46 @@ fn direct_group(
     slot: usize,
     rows: &[u32],
     weights: &[f32],
-    shrunk: &mut Vec<f32>,
+    scratch: &mut (Vec<f32>, Widened),
 ) {
     const LANES: usize = 16;
     let (d_in, d_out) = (stack.d_in(), stack.d_out());
     let rank = stack.rank(slot);
-    let (a, b_t) = (stack.a(slot), stack.b_t(slot));
+    let (shrunk, widened) = scratch;
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu_avx512::usable(d_in, d_out) {
+        // SAFETY: `usable` checked the CPU and the widths; the slices have the kernels' sizes.
+        unsafe {
+            match stack.small_group_copy(slot) {
+                SmallGroupCopy::Full { b_t } => direct_group_avx512(
+                    x,
+                    y,
+                    stack,
+                    slot,
+                    rows,
+                    weights,
+                    &stack.a(slot)[..rank * d_in],
+                    b_t,
+                    shrunk,
+                ),
+                SmallGroupCopy::Half { a, b_t } => {
+                    direct_group_avx512(x, y, stack, slot, rows, weights, a, b_t, shrunk)
+                }
+            }
+        }
+        return;
+    }
+    let (a, b_t): (&[f32], &[f32]) = match stack.small_group_copy(slot) {
+        SmallGroupCopy::Full { b_t } => (&stack.a(slot)[..rank * d_in], b_t),
+        SmallGroupCopy::Half { a, b_t } => {
+            // Exact: these values were checked to be f16 values when the slot was written.
+            widened.a.resize(a.len(), 0.0);
+            a.convert_to_f32_slice(&mut widened.a);
+            widened.b_t.resize(b_t.len(), 0.0);
+            b_t.convert_to_f32_slice(&mut widened.b_t);
+            (&widened.a, &widened.b_t)
+        }
+    };
     let scale = stack.scale(slot);
     shrunk.clear();
     for (&row, &w) in rows.iter().zip(weights) {
@@ -259,6 +304,38 @@ fn direct_group(
                 .map(|(j, t_j)| t_j * b_t[j * d_out + o])
                 .sum();
             y[row as usize * d_out + o] += sum;
+        }
+    }
+}
+
+/// [`direct_group`] on the AVX-512 kernels, reading A and Bᵀ in their stored precision.
+///
+/// # Safety
+/// `crate::cpu_avx512::usable(d_in, d_out)` holds; `a` is `[rank, d_in]`, `b_t` `[rank, d_out]`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn direct_group_avx512<W: crate::cpu_avx512::Weight>(
+    x: &[f32],
+    y: &mut [f32],
+    stack: &SlotStack,
+    slot: usize,
+    rows: &[u32],
+    weights: &[f32],
+    a: &[W],
+    b_t: &[W],
+    t: &mut Vec<f32>,
+) {
+    use crate::cpu_avx512::{expand_row, shrink_row};
+    let (d_in, d_out) = (stack.d_in(), stack.d_out());
+    let rank = stack.rank(slot);
+    let scale = stack.scale(slot);
+    t.resize(rank, 0.0);
+    for (&row, &w) in rows.iter().zip(weights) {
+        let row = row as usize;
+        // SAFETY: the caller's contract.
+        unsafe {
+            shrink_row(a, &x[row * d_in..(row + 1) * d_in], rank, w * scale, t);
+            expand_row(b_t, t, &mut y[row * d_out..(row + 1) * d_out]);
         }
     }
 }

@@ -12,6 +12,8 @@
 //! the dispatch rule is a pure function ([`eligibility`]).
 
 mod cpu;
+#[cfg(target_arch = "x86_64")]
+mod cpu_avx512;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod dense_plan;
@@ -32,7 +34,7 @@ pub use device_stack::DeviceSlotStack;
 pub use element::Element;
 pub use error::KernelError;
 pub use mix_plan::{MixPlan, SlotGroups, SlotWeight};
-pub use slot_stack::SlotStack;
+pub use slot_stack::{SlotStack, SmallGroupCopy};
 pub use tensor_op::{device_kind, lora_mix_tensor};
 
 pub type Result<T> = std::result::Result<T, KernelError>;

@@ -3,8 +3,24 @@
 //! A is `[slots, r_max, d_in]`, B is `[slots, d_out, r_max]` (row-major f32). A slot whose
 //! adapter has rank r < r_max keeps zeros in the padding; a slot whose adapter does not
 //! target this module has rank 0 and costs nothing in the kernels.
+//!
+//! Each slot also keeps the copy that the CPU path's small groups read ([`SmallGroupCopy`]).
+//! A decode batch spread over many adapters reads every row's adapter weights once per
+//! step, so there the LoRA mixture is bound by memory, not arithmetic: when a slot's values
+//! are exactly representable in f16 (adapters saved in f16, as PEFT usually saves them) that
+//! copy is f16, half the bytes, and the sums are unchanged.
 
 use crate::{KernelError, Result};
+use half::f16;
+
+/// A slot's weights laid out for the small-group path (see `cpu.rs`).
+#[derive(Debug, Clone)]
+pub enum SmallGroupCopy {
+    /// Every value of A and B is an f16 value: A `[rank, d_in]` and Bᵀ `[rank, d_out]` in f16.
+    Half { a: Vec<f16>, b_t: Vec<f16> },
+    /// Bᵀ `[rank, d_out]` in f32 (A is read from the stack itself).
+    Full { b_t: Vec<f32> },
+}
 
 #[derive(Debug, Clone)]
 pub struct SlotStack {
@@ -14,9 +30,9 @@ pub struct SlotStack {
     d_out: usize,
     a: Vec<f32>,
     b: Vec<f32>,
-    /// B transposed, `[slots, r_max, d_out]`: the CPU path's small groups expand with
-    /// contiguous row updates from it (see `cpu.rs`). Costs as much memory as B again.
-    b_t: Vec<f32>,
+    /// Per slot, what the CPU path's small groups read: they expand with contiguous row
+    /// updates from Bᵀ. Costs as much memory as B again (in f32), or A and B at half size.
+    small: Vec<SmallGroupCopy>,
     scale: Vec<f32>,
     rank: Vec<usize>,
 }
@@ -30,7 +46,7 @@ impl SlotStack {
             d_out,
             a: vec![0.0; slots * r_max * d_in],
             b: vec![0.0; slots * d_out * r_max],
-            b_t: vec![0.0; slots * r_max * d_out],
+            small: vec![SmallGroupCopy::Full { b_t: Vec::new() }; slots],
             scale: vec![0.0; slots],
             rank: vec![0; slots],
         }
@@ -67,10 +83,9 @@ impl SlotStack {
         &self.b[slot * n..(slot + 1) * n]
     }
 
-    /// B of one slot transposed: `[r_max, d_out]`.
-    pub fn b_t(&self, slot: usize) -> &[f32] {
-        let n = self.d_out * self.r_max;
-        &self.b_t[slot * n..(slot + 1) * n]
+    /// The small-group copy of one slot (rows beyond the slot's rank are not stored).
+    pub fn small_group_copy(&self, slot: usize) -> &SmallGroupCopy {
+        &self.small[slot]
     }
 
     /// All of A: `[slots, r_max, d_in]`.
@@ -146,13 +161,20 @@ impl SlotStack {
         {
             row[..rank].copy_from_slice(&src[..rank]);
         }
-        let bt_dst = &mut self.b_t[slot * r_max * d_out..(slot + 1) * r_max * d_out];
-        bt_dst.fill(0.0);
+        let mut b_t = vec![0f32; rank * d_out];
         for (o, src) in b.chunks_exact(rank.max(1)).enumerate().take(d_out) {
             for (j, &v) in src.iter().enumerate().take(rank) {
-                bt_dst[j * d_out + o] = v;
+                b_t[j * d_out + o] = v;
             }
         }
+        self.small[slot] = if exact_in_f16(a) && exact_in_f16(&b_t) {
+            SmallGroupCopy::Half {
+                a: a.iter().map(|&v| f16::from_f32(v)).collect(),
+                b_t: b_t.iter().map(|&v| f16::from_f32(v)).collect(),
+            }
+        } else {
+            SmallGroupCopy::Full { b_t }
+        };
         self.rank[slot] = rank;
         self.scale[slot] = scale;
         Ok(())
@@ -163,6 +185,12 @@ impl SlotStack {
         if slot < self.slots {
             self.rank[slot] = 0;
             self.scale[slot] = 0.0;
+            self.small[slot] = SmallGroupCopy::Full { b_t: Vec::new() };
         }
     }
+}
+
+/// Whether every value survives a round trip through f16 unchanged.
+fn exact_in_f16(values: &[f32]) -> bool {
+    values.iter().all(|&v| f16::from_f32(v).to_f32() == v)
 }

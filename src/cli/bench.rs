@@ -24,6 +24,10 @@ pub struct BenchArgs {
     /// Rank of the random adapters.
     #[arg(long, default_value_t = 16)]
     rank: usize,
+    /// Random adapters with arbitrary f32 values instead of f16 values (PEFT saves adapters
+    /// in f16 or bf16; f16 adapters take the half-size copy in the LoRA mixture).
+    #[arg(long)]
+    f32_adapters: bool,
     /// Distinct adapters in the mixed mode.
     #[arg(long, default_value_t = 8)]
     adapters: usize,
@@ -64,6 +68,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         steps: args.steps.unwrap_or(defaults.steps),
         rank: args.rank,
         adapters: args.adapters,
+        f16_adapters: !args.f32_adapters,
         ..defaults
     };
     let report = bench::run(&config)?;

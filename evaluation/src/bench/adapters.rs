@@ -18,7 +18,21 @@ use super::config::Mode;
 const B_STD: f32 = 0.01;
 
 /// A seeded random adapter of `rank` on every projection, with alpha = 2·rank (scale 2).
-pub fn random_adapter(cfg: &ModelConfig, name: &str, rank: usize, seed: u64) -> Result<Adapter> {
+/// With `f16_values`, every value is rounded to the nearest f16 (an adapter saved in f16).
+pub fn random_adapter(
+    cfg: &ModelConfig,
+    name: &str,
+    rank: usize,
+    seed: u64,
+    f16_values: bool,
+) -> Result<Adapter> {
+    let round = |v: f32| {
+        if f16_values {
+            half::f16::from_f32(v).to_f32()
+        } else {
+            v
+        }
+    };
     let mut rng = StdRng::seed_from_u64(seed);
     let alpha = 2.0 * rank as f64;
     let scale = (alpha / rank as f64) as f32;
@@ -27,9 +41,11 @@ pub fn random_adapter(cfg: &ModelConfig, name: &str, rank: usize, seed: u64) -> 
         for module in ModuleKind::ALL {
             let (d_in, d_out) = cfg.module_shape(module);
             let a_std = 1.0 / (d_in as f32).sqrt();
-            let a = (0..rank * d_in).map(|_| a_std * normal(&mut rng)).collect();
+            let a = (0..rank * d_in)
+                .map(|_| round(a_std * normal(&mut rng)))
+                .collect();
             let b = (0..d_out * rank)
-                .map(|_| B_STD * normal(&mut rng))
+                .map(|_| round(B_STD * normal(&mut rng)))
                 .collect();
             weights.push(((layer, module), LoraWeights { a, b, rank, scale }));
         }
@@ -48,6 +64,7 @@ pub fn load_random(
     count: usize,
     rank: usize,
     seed: u64,
+    f16_values: bool,
 ) -> Result<Vec<AdapterLease>> {
     (0..count)
         .map(|i| {
@@ -56,6 +73,7 @@ pub fn load_random(
                 &format!("bench-{i}"),
                 rank,
                 seed.wrapping_add(i as u64),
+                f16_values,
             )?;
             Ok(bank.acquire(&adapter)?)
         })

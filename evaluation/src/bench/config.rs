@@ -90,6 +90,9 @@ pub struct BenchConfig {
     pub adapters: usize,
     /// Seed of the random adapters.
     pub seed: u64,
+    /// Whether the random adapters' values are f16 values, as PEFT saves adapters (the zoo's
+    /// are f16); `false` gives arbitrary f32 values.
+    pub f16_adapters: bool,
 }
 
 impl BenchConfig {
@@ -107,6 +110,7 @@ impl BenchConfig {
             rank: 16,
             adapters,
             seed: 42,
+            f16_adapters: true,
         }
     }
 

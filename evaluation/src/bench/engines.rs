@@ -55,7 +55,14 @@ impl Engines {
                 Subject::Loramux(Mode::One | Mode::Mixed { .. } | Mode::Gated { .. })
             )
         }) {
-            load_random(&mut bank, &cfg, config.adapters, config.rank, config.seed)?
+            load_random(
+                &mut bank,
+                &cfg,
+                config.adapters,
+                config.rank,
+                config.seed,
+                config.f16_adapters,
+            )?
         } else {
             Vec::new()
         };

@@ -33,8 +33,10 @@ impl Display for BenchReport {
         )?;
         writeln!(
             f,
-            "adapters: {} random, rank {}, on q,k,v,o,gate,up,down of every layer",
-            c.adapters, c.rank
+            "adapters: {} random, rank {}, {} values, on q,k,v,o,gate,up,down of every layer",
+            c.adapters,
+            c.rank,
+            if c.f16_adapters { "f16" } else { "f32" }
         )?;
         writeln!(
             f,

@@ -84,6 +84,50 @@ fn thread_count_does_not_change_the_result() {
     }
 }
 
+/// Adapters whose values are all f16 values (saved in f16) take the half-size copy in the
+/// small-group path; the sums must match the f64 reference like the f32 copy's do.
+#[test]
+fn f16_valued_adapters_take_the_half_copy_and_match_the_reference() {
+    use loramux_kernels::SmallGroupCopy;
+    let mut rng = StdRng::seed_from_u64(0xf16);
+    for (rows, d_in, d_out) in [(8, 576, 1536), (5, 40, 24)] {
+        let (slots, r_max) = (6, 16);
+        let mut stack = SlotStack::new(slots, r_max, d_in, d_out);
+        let half = |v: Vec<f32>| -> Vec<f32> {
+            v.into_iter()
+                .map(|x| half::f16::from_f32(x).to_f32())
+                .collect()
+        };
+        for slot in 0..slots {
+            let rank = [16, 8, 3][slot % 3];
+            let a = half(random_vec(&mut rng, rank * d_in));
+            let b = half(random_vec(&mut rng, d_out * rank));
+            stack.write_slot(slot, &a, &b, rank, 0.5).unwrap();
+            assert!(matches!(
+                stack.small_group_copy(slot),
+                SmallGroupCopy::Half { .. }
+            ));
+        }
+        // One value that f16 cannot hold keeps a slot on the f32 copy.
+        let mut a = half(random_vec(&mut rng, 4 * d_in));
+        a[0] = 1.0 + 1e-6;
+        stack
+            .write_slot(0, &a, &half(random_vec(&mut rng, d_out * 4)), 4, 2.0)
+            .unwrap();
+        assert!(matches!(
+            stack.small_group_copy(0),
+            SmallGroupCopy::Full { .. }
+        ));
+        let plan = random_plan(&mut rng, rows, slots, 2);
+        let x = random_vec(&mut rng, rows * d_in);
+        let y0 = random_vec(&mut rng, rows * d_out);
+        let mut y = y0.clone();
+        lora_mix(&x, &mut y, &stack, &plan).unwrap();
+        assert_close(&y, &lora_mix_f64(&x, &y0, &stack, &plan), "f16 slots");
+        assert!(y != y0, "nothing was added");
+    }
+}
+
 #[test]
 fn a_weighted_pair_equals_the_sum_of_single_experts() {
     let mut rng = StdRng::seed_from_u64(7);
