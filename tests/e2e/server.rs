@@ -164,13 +164,13 @@ async fn adapters_by_id_mixtures_models_and_text_completions() {
         test::TestRequest::post()
             .uri("/v1/completions")
             .set_json(
-                json!({"model": "r2-all7", "prompt": prompt, "temperature": 0, "max_tokens": 8}),
+                json!({"model": "r8-qv", "prompt": prompt, "temperature": 0, "max_tokens": 8}),
             )
             .to_request(),
     )
     .await;
     assert_eq!(one["routing"]["mode"], "adapter");
-    assert_eq!(one["routing"]["weights"][0]["id"], "r2-all7");
+    assert_eq!(one["routing"]["weights"][0]["id"], "r8-qv");
     let base: Value = test::call_and_read_body_json(
         &app,
         test::TestRequest::post()
@@ -181,6 +181,8 @@ async fn adapters_by_id_mixtures_models_and_text_completions() {
     .await;
     assert_ne!(
         one["choices"][0]["text"], base["choices"][0]["text"],
+        // r8-qv, not the rank-2 fixture adapter: that one's delta is small enough that whether it
+        // flips a greedy token here depends on the base kernels' rounding.
         "the adapter must change the greedy text"
     );
     let mix: Value = test::call_and_read_body_json(
