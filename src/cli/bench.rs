@@ -6,12 +6,18 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use loramux_eval::bench::{self, BenchConfig};
+use loramux_runtime::DeviceChoice;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// GGUF file of the base model, or `default` for the default model.
     #[arg(long, default_value = "default")]
     model: String,
+    /// Where loramux's model runs: cpu (the host backend) or cuda / cuda:N (the device
+    /// backend; needs a build with scripts/build-cuda.sh). candle's baseline is CPU-only and
+    /// is left out on cuda.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
     /// Threads for candle's kernels and rayon's pool.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -24,9 +30,9 @@ pub struct BenchArgs {
     /// Rank of the random adapters.
     #[arg(long, default_value_t = 16)]
     rank: usize,
-    /// Distinct adapters in the mixed mode.
-    #[arg(long, default_value_t = 8)]
-    adapters: usize,
+    /// Distinct adapters in the mixed mode [default: 8; 32 with --device cuda].
+    #[arg(long)]
+    adapters: Option<usize>,
     /// Time only these, comma-separated: candle, base, one, mixed [default: all].
     #[arg(long)]
     only: Option<String>,
@@ -53,9 +59,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(text) => bench::parse_batches(text)?,
         None => defaults.batches.clone(),
     };
+    let adapters = args
+        .adapters
+        .unwrap_or(if args.device.is_cuda() { 32 } else { 8 });
     let subjects = match &args.only {
-        Some(text) => bench::parse_subjects(text, args.adapters)?,
-        None => bench::all_subjects(args.adapters),
+        Some(text) => bench::parse_subjects(text, adapters)?,
+        None => bench::subjects_for(args.device, adapters),
     };
     let config = BenchConfig {
         threads: args.threads,
@@ -63,7 +72,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         subjects,
         steps: args.steps.unwrap_or(defaults.steps),
         rank: args.rank,
-        adapters: args.adapters,
+        adapters,
+        device: args.device,
         ..defaults
     };
     let report = bench::run(&config)?;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Context, Result};
+use loramux_runtime::DeviceChoice;
 use serde::Serialize;
 
 /// Decode steps timed per shape by default. Picked so that the full run (batches 1, 8, 32;
@@ -74,6 +75,8 @@ impl fmt::Display for Subject {
 pub struct BenchConfig {
     /// A GGUF file (the baseline reads GGUF only).
     pub model: PathBuf,
+    /// Where loramux's model runs: the host backend (`cpu`) or the device backend on a GPU.
+    pub device: DeviceChoice,
     /// Threads for candle's CPU kernels and for rayon (attention, LoRA GEMMs).
     pub threads: usize,
     pub batches: Vec<usize>,
@@ -98,6 +101,7 @@ impl BenchConfig {
         let adapters = 8;
         Self {
             model,
+            device: DeviceChoice::Cpu,
             threads: 2,
             batches: DEFAULT_BATCHES.to_vec(),
             subjects: all_subjects(adapters),
@@ -137,6 +141,12 @@ impl BenchConfig {
         }
         ensure!(!self.batches.is_empty(), "no batch sizes given");
         ensure!(!self.subjects.is_empty(), "nothing to time");
+        ensure!(
+            !(self.device.is_cuda() && self.subjects.contains(&Subject::Candle)),
+            "candle's baseline runs on the CPU only: leave it out with --device {} \
+             (e.g. --only base,one,mixed)",
+            self.device
+        );
         for subject in &self.subjects {
             if let Subject::Loramux(
                 Mode::Mixed { adapters }
@@ -159,6 +169,16 @@ impl BenchConfig {
         );
         Ok(())
     }
+}
+
+/// Every subject that runs on `device`, in run order: candle's baseline first (on the CPU
+/// only), then loramux from light to heavy.
+pub fn subjects_for(device: DeviceChoice, adapters: usize) -> Vec<Subject> {
+    let mut subjects = all_subjects(adapters);
+    if device.is_cuda() {
+        subjects.retain(|s| *s != Subject::Candle);
+    }
+    subjects
 }
 
 /// Every subject, in run order: the baseline first, then loramux from light to heavy.
@@ -284,8 +304,21 @@ mod tests {
         assert!(broken.validate().unwrap_err().to_string().contains("rank"));
         let empty = BenchConfig {
             batches: vec![],
-            ..cfg
+            ..cfg.clone()
         };
         assert!(empty.validate().is_err());
+        let cuda = DeviceChoice::Cuda { ordinal: 0 };
+        let on_gpu = BenchConfig {
+            device: cuda,
+            ..cfg.clone()
+        };
+        let msg = on_gpu.validate().unwrap_err().to_string();
+        assert!(msg.contains("CPU only"), "{msg}");
+        let on_gpu = BenchConfig {
+            subjects: subjects_for(cuda, 8),
+            ..on_gpu
+        };
+        on_gpu.validate().unwrap();
+        assert_eq!(on_gpu.subjects.len(), cfg.subjects.len() - 1);
     }
 }

@@ -27,8 +27,9 @@ pub struct Engines {
 
 impl Engines {
     pub fn load(config: &BenchConfig) -> Result<Self> {
-        let base = BaseModel::load(&config.model, WeightDtype::Native)
-            .with_context(|| format!("loading {}", config.model.display()))?;
+        let backend = config.device.backend()?;
+        let base = BaseModel::load_on(&config.model, WeightDtype::Native, &backend)
+            .with_context(|| format!("loading {} on {}", config.model.display(), config.device))?;
         let cfg = base.model.config().clone();
         let limit = cfg.max_position.min(CANDLE_MAX_POSITIONS);
         ensure!(
@@ -42,12 +43,13 @@ impl Engines {
         } else {
             None
         };
-        let mut bank = AdapterBank::new(
+        let mut bank = AdapterBank::on_device(
             &cfg,
             BankConfig {
                 slots: config.adapters,
                 r_max: config.rank,
             },
+            &base.model.device(),
         )?;
         let leases = if has(|s| {
             matches!(

@@ -20,8 +20,8 @@ mod threads;
 mod timing;
 
 pub use config::{
-    all_subjects, parse_batches, parse_subjects, BenchConfig, Mode, Subject, DEFAULT_STEPS,
-    QUICK_STEPS,
+    all_subjects, parse_batches, parse_subjects, subjects_for, BenchConfig, Mode, Subject,
+    DEFAULT_STEPS, QUICK_STEPS,
 };
 pub use machine::{load_average, TargetFeatures};
 pub use report::{BatchRatios, BenchReport, Measurement, RatioSet};
