@@ -5,12 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use loramux_eval::bench::{self, BenchConfig};
+use loramux_eval::bench::{self, BenchConfig, BenchModel};
 use loramux_runtime::DeviceChoice;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// GGUF file of the base model, or `default` for the default model.
+    /// GGUF file of the base model, `default` for the default model, or `random` for random
+    /// weights with the default model's shapes (no file needed; no candle baseline).
     #[arg(long, default_value = "default")]
     model: String,
     /// Where loramux's model runs: cpu (the host backend) or cuda / cuda:N (the device
@@ -45,10 +46,10 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let model = if args.model == "default" {
-        loramux_runtime::fetch::default_model_path()?
-    } else {
-        PathBuf::from(&args.model)
+    let model = match args.model.as_str() {
+        "default" => BenchModel::Gguf(loramux_runtime::fetch::default_model_path()?),
+        "random" => BenchModel::Random,
+        path => BenchModel::Gguf(PathBuf::from(path)),
     };
     let defaults = if args.quick {
         BenchConfig::quick(model)
@@ -64,7 +65,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .unwrap_or(if args.device.is_cuda() { 32 } else { 8 });
     let subjects = match &args.only {
         Some(text) => bench::parse_subjects(text, adapters)?,
-        None => bench::subjects_for(args.device, adapters),
+        None => bench::subjects_for(&defaults.model, args.device, adapters),
     };
     let config = BenchConfig {
         threads: args.threads,

@@ -16,7 +16,7 @@ impl Display for BenchReport {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let c = &self.config;
         let t = &self.threads;
-        writeln!(f, "model: {} on {}", c.model.display(), c.device)?;
+        writeln!(f, "model: {} on {}", c.model, c.device)?;
         writeln!(
             f,
             "threads: {} (candle quantized {}, candle float {}, rayon {})",
