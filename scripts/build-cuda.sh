@@ -6,7 +6,10 @@
 #
 #   scripts/build-cuda.sh            the loramux binary (cargo build --release --features cuda)
 #   scripts/build-cuda.sh --kernels  only loramux-kernels: its test binaries and bench_cuda
-#   scripts/build-cuda.sh --clippy   clippy -D warnings on loramux-kernels with the feature
+#   scripts/build-cuda.sh --clippy   clippy -D warnings on loramux-kernels and loramux-runtime
+#   scripts/build-cuda.sh --model    the loramux binary and the runtime's integration-test
+#                                    binary (the device backend's GPU tests), packed with
+#                                    NVRTC into .cuda/dist/model-gpu.tar.xz for a GPU session
 #
 # Every step is idempotent: a second run reuses the venv, the links, the stub and the build.
 # On the GPU machine: LD_LIBRARY_PATH=.cuda/dist:/usr/local/cuda/lib64 .cuda/dist/<binary>
@@ -15,9 +18,9 @@ cd "$(dirname "$0")/.."
 root=$PWD
 mode=${1:-all}
 case "$mode" in
-all | --kernels | --clippy) ;;
+all | --kernels | --clippy | --model) ;;
 *)
-    echo "usage: $0 [--kernels | --clippy]" >&2
+    echo "usage: $0 [--kernels | --clippy | --model]" >&2
     exit 2
     ;;
 esac
@@ -82,8 +85,20 @@ started=$(date +%s)
 if [ "$mode" = --clippy ]; then
     # --release: the same profile as the builds, so candle-kernels' nvcc step is reused.
     cargo clippy --release -p loramux-kernels --features cuda --all-targets -- -D warnings
+    cargo clippy --release -p loramux-runtime --features cuda --all-targets -- -D warnings
     echo "clippy took $(($(date +%s) - started)) s"
     exit 0
+elif [ "$mode" = --model ]; then
+    cargo build --release --features cuda
+    strip -o "$dist/loramux" "$CARGO_TARGET_DIR/release/loramux"
+    cargo test --release -p loramux-runtime --features cuda --test integration --no-run \
+        --message-format=json-render-diagnostics >"$root/.cuda/model-tests-build.json"
+    jq -r 'select(.reason == "compiler-artifact" and .executable != null)
+        | .executable' "$root/.cuda/model-tests-build.json" |
+        while read -r exe; do
+            strip -o "$dist/runtime-integration" "$exe"
+        done
+    echo "built $dist/loramux and $dist/runtime-integration"
 elif [ "$mode" = --kernels ]; then
     # The test binary and the bench are found in cargo's JSON messages: their file names
     # carry a hash.

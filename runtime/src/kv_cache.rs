@@ -148,6 +148,14 @@ impl HostKv {
 }
 
 impl DeviceKv {
+    fn layer(&mut self, layer: usize) -> Result<&mut candle_nn::kv_cache::KvCache> {
+        self.layers
+            .get_mut(layer)
+            .ok_or_else(|| RuntimeError::UnsupportedModel {
+                reason: format!("KV cache has no layer {layer}"),
+            })
+    }
+
     /// Appends `k`, `v` (`[num_kv_heads, tokens, head_dim]`) to `layer`; returns the whole
     /// cached K and V of that layer, contiguous, `[num_kv_heads, positions, head_dim]`.
     pub(crate) fn append(
@@ -156,13 +164,40 @@ impl DeviceKv {
         k: &Tensor,
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        let cache = self
-            .layers
-            .get_mut(layer)
-            .ok_or_else(|| RuntimeError::UnsupportedModel {
-                reason: format!("KV cache has no layer {layer}"),
-            })?;
+        let cache = self.layer(layer)?;
         let (k, v) = cache.append(&k.contiguous()?, &v.contiguous()?)?;
         Ok((k.contiguous()?, v.contiguous()?))
+    }
+
+    /// Appends like [`DeviceKv::append`] without reading the cache back; returns the
+    /// positions now cached in `layer`.
+    pub(crate) fn push(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<usize> {
+        let cache = self.layer(layer)?;
+        cache.k_cache_mut().append(&k.contiguous()?)?;
+        cache.v_cache_mut().append(&v.contiguous()?)?;
+        Ok(cache.current_seq_len())
+    }
+
+    /// K and V of `layer` over the first `len` positions, `[num_kv_heads, len, head_dim]`,
+    /// where `len` may exceed the cached positions: the storage past them holds zeros (it is
+    /// allocated zeroed and only ever written at the end of the cached positions), and more
+    /// zeros are padded on where it ends. Callers mask those positions out.
+    pub(crate) fn padded(&mut self, layer: usize, len: usize) -> Result<(Tensor, Tensor)> {
+        let cache = self.layer(layer)?;
+        let pad = |c: &candle_nn::kv_cache::Cache| -> Result<Tensor> {
+            let all = c
+                .all_data()
+                .as_ref()
+                .ok_or_else(|| RuntimeError::UnsupportedModel {
+                    reason: format!("KV cache layer {layer} read before any append"),
+                })?;
+            let capacity = all.dim(1)?;
+            Ok(if capacity >= len {
+                all.narrow(1, 0, len)?
+            } else {
+                all.pad_with_zeros(1, 0, len - capacity)?
+            })
+        };
+        Ok((pad(cache.k_cache())?, pad(cache.v_cache())?))
     }
 }

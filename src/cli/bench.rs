@@ -5,13 +5,20 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use loramux_eval::bench::{self, BenchConfig};
+use loramux_eval::bench::{self, BenchConfig, BenchModel};
+use loramux_runtime::DeviceChoice;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// GGUF file of the base model, or `default` for the default model.
+    /// GGUF file of the base model, `default` for the default model, or `random` for random
+    /// weights with the default model's shapes (no file needed; no candle baseline).
     #[arg(long, default_value = "default")]
     model: String,
+    /// Where loramux's model runs: cpu (the host backend) or cuda / cuda:N (the device
+    /// backend; needs a build with scripts/build-cuda.sh). candle's baseline is CPU-only and
+    /// is left out on cuda.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
     /// Threads for candle's kernels and rayon's pool.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -28,9 +35,9 @@ pub struct BenchArgs {
     /// in f16 or bf16; f16 adapters take the half-size copy in the LoRA mixture).
     #[arg(long)]
     f32_adapters: bool,
-    /// Distinct adapters in the mixed mode.
-    #[arg(long, default_value_t = 8)]
-    adapters: usize,
+    /// Distinct adapters in the mixed mode [default: 8; 32 with --device cuda].
+    #[arg(long)]
+    adapters: Option<usize>,
     /// Time only these, comma-separated: candle, base, one, mixed [default: all].
     #[arg(long)]
     only: Option<String>,
@@ -43,10 +50,10 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let model = if args.model == "default" {
-        loramux_runtime::fetch::default_model_path()?
-    } else {
-        PathBuf::from(&args.model)
+    let model = match args.model.as_str() {
+        "default" => BenchModel::Gguf(loramux_runtime::fetch::default_model_path()?),
+        "random" => BenchModel::Random,
+        path => BenchModel::Gguf(PathBuf::from(path)),
     };
     let defaults = if args.quick {
         BenchConfig::quick(model)
@@ -57,9 +64,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(text) => bench::parse_batches(text)?,
         None => defaults.batches.clone(),
     };
+    let adapters = args
+        .adapters
+        .unwrap_or(if args.device.is_cuda() { 32 } else { 8 });
     let subjects = match &args.only {
-        Some(text) => bench::parse_subjects(text, args.adapters)?,
-        None => bench::all_subjects(args.adapters),
+        Some(text) => bench::parse_subjects(text, adapters)?,
+        None => bench::subjects_for(&defaults.model, args.device, adapters),
     };
     let config = BenchConfig {
         threads: args.threads,
@@ -67,8 +77,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         subjects,
         steps: args.steps.unwrap_or(defaults.steps),
         rank: args.rank,
-        adapters: args.adapters,
+        adapters,
         f16_adapters: !args.f32_adapters,
+        device: args.device,
         ..defaults
     };
     let report = bench::run(&config)?;

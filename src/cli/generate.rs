@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use loramux_runtime::generate::{generate_batch, GenerationOutput, GenerationRequest};
 use loramux_runtime::{
     fetch, Adapter, AdapterBank, AdapterId, AdapterLease, BankConfig, BaseModel, Candidate,
-    FixedGate, SamplingParams, WeightDtype,
+    DeviceChoice, FixedGate, SamplingParams, WeightDtype,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -70,6 +70,10 @@ pub struct GenerateArgs {
     ignore_eos: bool,
     #[arg(long, value_enum, default_value = "native")]
     dtype: DtypeArg,
+    /// Where the base model runs: cpu (the host backend) or cuda / cuda:N (the device
+    /// backend; needs a build with scripts/build-cuda.sh).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
     /// Print one JSON object per prompt instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -102,9 +106,11 @@ struct JsonOutput<'a> {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    // The device first: a missing GPU or CUDA support fails before anything is loaded.
+    let backend = args.device.backend()?;
     let model_path = resolve_model(&args.model)?;
-    let base = BaseModel::load(&model_path, args.dtype.into())
-        .with_context(|| format!("loading {}", model_path.display()))?;
+    let base = BaseModel::load_on(&model_path, args.dtype.into(), &backend)
+        .with_context(|| format!("loading {} on {}", model_path.display(), args.device))?;
     let rows: Vec<BatchLine> = match (&args.prompt, &args.batch) {
         (Some(prompt), _) => vec![BatchLine {
             prompt: prompt.clone(),
@@ -291,12 +297,13 @@ impl AdapterSet {
             .max()
             .unwrap_or(1)
             .max(1);
-        let mut bank = AdapterBank::new(
+        let mut bank = AdapterBank::on_device(
             cfg,
             BankConfig {
                 slots: loaded.len().max(1),
                 r_max,
             },
+            &base.model.device(),
         )?;
         let mut slots = BTreeMap::new();
         let mut leases = Vec::new();

@@ -12,7 +12,7 @@ use loramux_eval::harness::model::GATE_FILE;
 use loramux_router::gate::{GateConfig, GateWeights, LearnedGate};
 use loramux_router::{PeftValidator, Router, RouterConfig};
 use loramux_runtime::engine::{self, EngineConfig};
-use loramux_runtime::{AdapterBank, BankConfig, BaseModel};
+use loramux_runtime::{AdapterBank, BankConfig, BaseModel, DeviceChoice};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -26,6 +26,10 @@ pub struct ServeArgs {
     port: u16,
     #[arg(long, value_enum, default_value = "native")]
     dtype: DtypeArg,
+    /// Where the base model runs: cpu (the host backend) or cuda / cuda:N (the device
+    /// backend, adapters resident on the GPU; needs a build with scripts/build-cuda.sh).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
     /// Serve a plain folder of PEFT adapters (sub-folder names are ids) instead of the
     /// registry; `auto` then falls back to the base model.
     #[arg(long)]
@@ -64,17 +68,20 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // The device first: a missing GPU or CUDA support fails before anything is loaded.
+    let backend = args.device.backend()?;
     let path = resolve_model(&args.model)?;
     let base = Arc::new(
-        BaseModel::load(&path, args.dtype.into())
-            .with_context(|| format!("loading {}", path.display()))?,
+        BaseModel::load_on(&path, args.dtype.into(), &backend)
+            .with_context(|| format!("loading {} on {}", path.display(), args.device))?,
     );
-    let bank = AdapterBank::new(
+    let bank = AdapterBank::on_device(
         base.model.config(),
         BankConfig {
             slots: args.bank_slots,
             r_max: args.bank_rank,
         },
+        &base.model.device(),
     )?;
     let gate = if args.adapters_dir.is_some() || args.no_gate {
         None
@@ -134,8 +141,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     let addr = (args.host.as_str(), args.port);
     eprintln!(
-        "loramux serving {} on http://{}:{}",
+        "loramux serving {} ({}) on http://{}:{}",
         path.display(),
+        args.device,
         args.host,
         args.port
     );

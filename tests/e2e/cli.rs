@@ -190,3 +190,21 @@ fn bad_input_is_a_clear_error() {
     assert!(!bad_weight.status.success());
     assert!(String::from_utf8_lossy(&bad_weight.stderr).contains("finite"));
 }
+
+/// Built without the `cuda` feature, asking for CUDA is a one-line error that says how to
+/// build with it, from every command that takes `--device`.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_feature_says_how_to_build_it() {
+    for args in [
+        &["generate", "--device", "cuda", "--prompt", "hi"][..],
+        &["serve", "--device", "cuda", "--no-zoo"],
+        &["bench", "--device", "cuda", "--quick"],
+    ] {
+        let out = loramux(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("scripts/build-cuda.sh"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

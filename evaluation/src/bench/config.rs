@@ -2,10 +2,12 @@
 //! `Mode` and `Subject`: the closed set of things timed at each batch size.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Context, Result};
+use loramux_runtime::DeviceChoice;
 use serde::Serialize;
+
+use super::model::BenchModel;
 
 /// Decode steps timed per shape by default. Picked so that the full run (batches 1, 8, 32;
 /// four subjects each) takes about three minutes on the 2-core development machine, where
@@ -72,8 +74,10 @@ impl fmt::Display for Subject {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchConfig {
-    /// A GGUF file (the baseline reads GGUF only).
-    pub model: PathBuf,
+    /// A GGUF file (the baseline reads GGUF only) or random weights.
+    pub model: BenchModel,
+    /// Where loramux's model runs: the host backend (`cpu`) or the device backend on a GPU.
+    pub device: DeviceChoice,
     /// Threads for candle's CPU kernels and for rayon (attention, LoRA GEMMs).
     pub threads: usize,
     pub batches: Vec<usize>,
@@ -97,10 +101,11 @@ pub struct BenchConfig {
 
 impl BenchConfig {
     /// The full benchmark on `model`.
-    pub fn new(model: PathBuf) -> Self {
+    pub fn new(model: BenchModel) -> Self {
         let adapters = 8;
         Self {
             model,
+            device: DeviceChoice::Cpu,
             threads: 2,
             batches: DEFAULT_BATCHES.to_vec(),
             subjects: all_subjects(adapters),
@@ -115,7 +120,7 @@ impl BenchConfig {
     }
 
     /// The CI smoke run: batches 1 and 8, a few steps.
-    pub fn quick(model: PathBuf) -> Self {
+    pub fn quick(model: BenchModel) -> Self {
         Self {
             batches: QUICK_BATCHES.to_vec(),
             steps: QUICK_STEPS,
@@ -141,6 +146,17 @@ impl BenchConfig {
         }
         ensure!(!self.batches.is_empty(), "no batch sizes given");
         ensure!(!self.subjects.is_empty(), "nothing to time");
+        ensure!(
+            !(self.model == BenchModel::Random && self.subjects.contains(&Subject::Candle)),
+            "candle's baseline reads a GGUF file: leave it out with random weights \
+             (e.g. --only base,one,mixed)"
+        );
+        ensure!(
+            !(self.device.is_cuda() && self.subjects.contains(&Subject::Candle)),
+            "candle's baseline runs on the CPU only: leave it out with --device {} \
+             (e.g. --only base,one,mixed)",
+            self.device
+        );
         for subject in &self.subjects {
             if let Subject::Loramux(
                 Mode::Mixed { adapters }
@@ -163,6 +179,16 @@ impl BenchConfig {
         );
         Ok(())
     }
+}
+
+/// Every subject that `model` on `device` allows, in run order: candle's baseline first
+/// (it needs a GGUF file and the CPU), then loramux from light to heavy.
+pub fn subjects_for(model: &BenchModel, device: DeviceChoice, adapters: usize) -> Vec<Subject> {
+    let mut subjects = all_subjects(adapters);
+    if device.is_cuda() || *model == BenchModel::Random {
+        subjects.retain(|s| *s != Subject::Candle);
+    }
+    subjects
 }
 
 /// Every subject, in run order: the baseline first, then loramux from light to heavy.
@@ -225,6 +251,10 @@ pub fn parse_batches(text: &str) -> Result<Vec<usize>> {
 mod tests {
     use super::*;
 
+    fn gguf() -> BenchModel {
+        BenchModel::Gguf(std::path::PathBuf::from("m.gguf"))
+    }
+
     #[test]
     fn parses_batch_lists() {
         assert_eq!(parse_batches("1,8,32").unwrap(), [1, 8, 32]);
@@ -253,14 +283,14 @@ mod tests {
         }
         let cfg = BenchConfig {
             subjects: vec![Subject::Loramux(Mode::Mixed { adapters: 9 })],
-            ..BenchConfig::new(PathBuf::from("m.gguf"))
+            ..BenchConfig::new(gguf())
         };
         assert!(cfg.validate().unwrap_err().to_string().contains("only 8"));
     }
 
     #[test]
     fn names_and_checks() {
-        let cfg = BenchConfig::new(PathBuf::from("m.gguf"));
+        let cfg = BenchConfig::new(gguf());
         cfg.validate().unwrap();
         let names: Vec<String> = cfg.subjects.iter().map(ToString::to_string).collect();
         assert_eq!(
@@ -276,7 +306,7 @@ mod tests {
         assert_eq!(cfg.positions(), 32 + 3 + DEFAULT_STEPS);
         let json = serde_json::to_string(&cfg.subjects[3]).unwrap();
         assert_eq!(json, "\"loramux mixed8\"");
-        let quick = BenchConfig::quick(PathBuf::from("m.gguf"));
+        let quick = BenchConfig::quick(gguf());
         assert_eq!(
             (quick.batches.as_slice(), quick.steps),
             (&[1, 8][..], QUICK_STEPS)
@@ -288,8 +318,33 @@ mod tests {
         assert!(broken.validate().unwrap_err().to_string().contains("rank"));
         let empty = BenchConfig {
             batches: vec![],
-            ..cfg
+            ..cfg.clone()
         };
         assert!(empty.validate().is_err());
+        let cuda = DeviceChoice::Cuda { ordinal: 0 };
+        let on_gpu = BenchConfig {
+            device: cuda,
+            ..cfg.clone()
+        };
+        let msg = on_gpu.validate().unwrap_err().to_string();
+        assert!(msg.contains("CPU only"), "{msg}");
+        let on_gpu = BenchConfig {
+            subjects: subjects_for(&gguf(), cuda, 8),
+            ..on_gpu
+        };
+        on_gpu.validate().unwrap();
+        assert_eq!(on_gpu.subjects.len(), cfg.subjects.len() - 1);
+        let random = BenchConfig {
+            model: BenchModel::Random,
+            ..cfg.clone()
+        };
+        let msg = random.validate().unwrap_err().to_string();
+        assert!(msg.contains("GGUF"), "{msg}");
+        BenchConfig {
+            subjects: subjects_for(&BenchModel::Random, DeviceChoice::Cpu, 8),
+            ..random
+        }
+        .validate()
+        .unwrap();
     }
 }

@@ -5,17 +5,20 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use loramux_router::gate::LearnedGate;
 use loramux_runtime::{
-    AdapterBank, AdapterLease, BankConfig, BaseModel, FixedGate, NoAdapters, WeightDtype,
+    AdapterBank, AdapterLease, BankConfig, FixedGate, LlamaModel, NoAdapters, Tokenizer,
 };
 
 use super::adapters::{load_random, random_gate, row_candidates};
 use super::candle_run::{load_candle, CandleDecoder, CANDLE_MAX_POSITIONS};
 use super::config::{BenchConfig, Mode, Subject};
 use super::loramux_run::LoramuxDecoder;
+use super::model::{BenchModel, LoadedModel};
 use super::timing::Decoder;
 
 pub struct Engines {
-    pub base: BaseModel,
+    pub model: LlamaModel,
+    /// The model file's tokenizer; `None` for random weights.
+    pub tokenizer: Option<Tokenizer>,
     /// Loaded only when the baseline is timed.
     candle: Option<ModelWeights>,
     bank: AdapterBank,
@@ -27,9 +30,12 @@ pub struct Engines {
 
 impl Engines {
     pub fn load(config: &BenchConfig) -> Result<Self> {
-        let base = BaseModel::load(&config.model, WeightDtype::Native)
-            .with_context(|| format!("loading {}", config.model.display()))?;
-        let cfg = base.model.config().clone();
+        let backend = config.device.backend()?;
+        let LoadedModel { model, tokenizer } = config
+            .model
+            .load(&backend, config.seed)
+            .with_context(|| format!("loading {} on {}", config.model, config.device))?;
+        let cfg = model.config().clone();
         let limit = cfg.max_position.min(CANDLE_MAX_POSITIONS);
         ensure!(
             config.positions() <= limit,
@@ -37,17 +43,17 @@ impl Engines {
             config.positions()
         );
         let has = |want: fn(&Subject) -> bool| config.subjects.iter().any(want);
-        let candle = if has(|s| *s == Subject::Candle) {
-            Some(load_candle(&config.model)?)
-        } else {
-            None
+        let candle = match &config.model {
+            BenchModel::Gguf(path) if has(|s| *s == Subject::Candle) => Some(load_candle(path)?),
+            _ => None,
         };
-        let mut bank = AdapterBank::new(
+        let mut bank = AdapterBank::on_device(
             &cfg,
             BankConfig {
                 slots: config.adapters,
                 r_max: config.rank,
             },
+            &model.device(),
         )?;
         let leases = if has(|s| {
             matches!(
@@ -78,7 +84,8 @@ impl Engines {
             _ => None,
         });
         Ok(Self {
-            base,
+            model,
+            tokenizer,
             candle,
             bank,
             leases,
@@ -94,7 +101,7 @@ impl Engines {
         prompts: &'a [Vec<u32>],
     ) -> Result<Vec<Box<dyn Decoder + 'a>>> {
         let slots: Vec<u32> = self.leases.iter().map(AdapterLease::slot).collect();
-        let model = &self.base.model;
+        let model = &self.model;
         let bank = &self.bank;
         let mut candle = self.candle.as_mut();
         let mut out: Vec<Box<dyn Decoder + 'a>> = Vec::with_capacity(subjects.len());

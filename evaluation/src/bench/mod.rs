@@ -13,6 +13,7 @@ mod config;
 mod engines;
 mod loramux_run;
 mod machine;
+mod model;
 mod prompts;
 mod report;
 mod table;
@@ -20,10 +21,11 @@ mod threads;
 mod timing;
 
 pub use config::{
-    all_subjects, parse_batches, parse_subjects, BenchConfig, Mode, Subject, DEFAULT_STEPS,
-    QUICK_STEPS,
+    all_subjects, parse_batches, parse_subjects, subjects_for, BenchConfig, Mode, Subject,
+    DEFAULT_STEPS, QUICK_STEPS,
 };
 pub use machine::{load_average, TargetFeatures};
+pub use model::{smollm2_135m, BenchModel};
 pub use report::{BatchRatios, BenchReport, Measurement, RatioSet};
 pub use threads::ThreadReport;
 
@@ -42,7 +44,15 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
 
     let mut engines = Engines::load(config)?;
     let max_batch = config.batches.iter().copied().max().unwrap_or(1);
-    let all_prompts = prompts::row_prompts(&engines.base, max_batch, config.prompt_len)?;
+    let all_prompts = match &engines.tokenizer {
+        Some(tokenizer) => prompts::row_prompts(tokenizer, max_batch, config.prompt_len)?,
+        None => prompts::random_prompts(
+            max_batch,
+            config.prompt_len,
+            engines.model.config().vocab_size,
+            config.seed,
+        ),
+    };
 
     let steps = Steps {
         warmup: config.warmup_steps,

@@ -3,7 +3,9 @@
 //! at the same position) and loramux see the same tokens.
 
 use anyhow::{ensure, Result};
-use loramux_runtime::BaseModel;
+use loramux_runtime::Tokenizer;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const TEXTS: [&str; 8] = [
     "Explain in simple words why the sky looks blue on a clear day and red at sunset, and what that says about light.",
@@ -18,10 +20,10 @@ const TEXTS: [&str; 8] = [
 
 /// `rows` prompts of `len` tokens each; row i starts from text `i % 8`, and rows that share a
 /// text start at different offsets, so no two rows of a batch of up to 8·len are identical.
-pub fn row_prompts(model: &BaseModel, rows: usize, len: usize) -> Result<Vec<Vec<u32>>> {
+pub fn row_prompts(tokenizer: &Tokenizer, rows: usize, len: usize) -> Result<Vec<Vec<u32>>> {
     let texts: Vec<Vec<u32>> = TEXTS
         .iter()
-        .map(|t| model.raw_ids(t))
+        .map(|t| tokenizer.encode(t, true))
         .collect::<Result<_, _>>()?;
     (0..rows)
         .map(|row| {
@@ -32,6 +34,16 @@ pub fn row_prompts(model: &BaseModel, rows: usize, len: usize) -> Result<Vec<Vec
             );
             Ok(cycle(ids, row / texts.len(), len))
         })
+        .collect()
+}
+
+/// `rows` prompts of `len` random token ids below `vocab` (for a model without a
+/// tokenizer), seeded.
+pub fn random_prompts(rows: usize, len: usize, vocab: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37);
+    let vocab = vocab.max(1) as u32;
+    (0..rows)
+        .map(|_| (0..len).map(|_| rng.random_range(0..vocab)).collect())
         .collect()
 }
 

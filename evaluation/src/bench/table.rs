@@ -3,6 +3,7 @@
 
 use std::fmt::{self, Display, Formatter, Write as _};
 
+use super::config::{Mode, Subject};
 use super::machine::LoadAverage;
 use super::report::{BatchRatios, BenchReport, RatioSet};
 
@@ -15,7 +16,7 @@ impl Display for BenchReport {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let c = &self.config;
         let t = &self.threads;
-        writeln!(f, "model: {}", c.model.display())?;
+        writeln!(f, "model: {} on {}", c.model, c.device)?;
         writeln!(
             f,
             "threads: {} (candle quantized {}, candle float {}, rayon {})",
@@ -94,7 +95,40 @@ impl Display for BenchReport {
                 writeln!(f, "{line}")?;
             }
         }
+        for line in self.distinct_adapter_figures() {
+            writeln!(f, "{line}")?;
+        }
         Ok(())
+    }
+}
+
+impl BenchReport {
+    /// The issue's figure, for every batch that has as many distinct adapters as rows:
+    /// decode tok/s of the mixed subject against the base model alone, and their ratio.
+    pub fn distinct_adapter_figures(&self) -> Vec<String> {
+        let adapters = self.config.adapters;
+        let speed = |batch: usize, want: fn(&Subject) -> bool| {
+            self.measurements
+                .iter()
+                .find(|m| m.batch == batch && want(&m.subject))
+                .map(|m| m.tokens_per_s)
+        };
+        let mut lines = Vec::new();
+        for r in self.ratios.iter().filter(|r| r.batch == adapters) {
+            let base = speed(r.batch, |s| *s == Subject::Loramux(Mode::Base));
+            let mixed = speed(r.batch, |s| {
+                matches!(s, Subject::Loramux(Mode::Mixed { .. }))
+            });
+            if let (Some(base), Some(mixed)) = (base, mixed) {
+                lines.push(format!(
+                    "\n{adapters} distinct adapters in a batch of {}: {mixed:.1} tok/s vs base only \
+                     {base:.1} tok/s, ratio {:.3} (target >= 0.85)",
+                    r.batch,
+                    mixed / base
+                ));
+            }
+        }
+        lines
     }
 }
 

@@ -148,6 +148,7 @@ impl Gate for DotGate {
 }
 
 /// One sequence of the scenario.
+#[derive(Clone)]
 pub struct SeqPlan {
     pub candidates: Vec<Candidate>,
     /// Whether the gate plans its rows (else its candidates' fixed weights).
