@@ -140,12 +140,32 @@ pub(crate) fn final_norm(source: &mut dyn WeightSource, cfg: &ModelConfig) -> Re
     vector(&required(source, role)?, role, cfg.hidden_size)
 }
 
-/// The projection groups of one layer: q/k/v, o, gate/up, down.
-pub(crate) struct LayerGroups {
-    pub qkv: Vec<GroupWeights>,
-    pub o: GroupWeights,
-    pub gate_up: Vec<GroupWeights>,
-    pub down: GroupWeights,
+/// The projection groups of one layer: q/k/v, o, gate/up, down — as loaded, or as a
+/// backend's projections after [`LayerGroups::map`].
+pub(crate) struct LayerGroups<G = GroupWeights> {
+    pub qkv: Vec<G>,
+    pub o: G,
+    pub gate_up: Vec<G>,
+    pub down: G,
+}
+
+impl LayerGroups {
+    /// Turns every group into a backend's projection, in load order.
+    pub(crate) fn map<T>(
+        self,
+        mut f: impl FnMut(GroupWeights) -> Result<T>,
+    ) -> Result<LayerGroups<T>> {
+        Ok(LayerGroups {
+            qkv: self.qkv.into_iter().map(&mut f).collect::<Result<_>>()?,
+            o: f(self.o)?,
+            gate_up: self
+                .gate_up
+                .into_iter()
+                .map(&mut f)
+                .collect::<Result<_>>()?,
+            down: f(self.down)?,
+        })
+    }
 }
 
 pub(crate) fn layer_groups(

@@ -60,24 +60,16 @@ impl DeviceModel {
         let group = |l: usize, g| DeviceGroup::load(l, g, dtype, device);
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
-            let groups = load::layer_groups(source, cfg, l)?;
+            let groups = load::layer_groups(source, cfg, l)?.map(|g| group(l, g))?;
             let (attn_norm, mlp_norm) = load::layer_norms(source, cfg, l)?;
             layers.push(DeviceLayer {
                 index: l,
                 attn_norm: gain(attn_norm)?,
                 mlp_norm: gain(mlp_norm)?,
-                qkv: groups
-                    .qkv
-                    .into_iter()
-                    .map(|g| group(l, g))
-                    .collect::<Result<_>>()?,
-                o: group(l, groups.o)?,
-                gate_up: groups
-                    .gate_up
-                    .into_iter()
-                    .map(|g| group(l, g))
-                    .collect::<Result<_>>()?,
-                down: group(l, groups.down)?,
+                qkv: groups.qkv,
+                o: groups.o,
+                gate_up: groups.gate_up,
+                down: groups.down,
             });
         }
         let final_norm = gain(load::final_norm(source, cfg)?)?;
