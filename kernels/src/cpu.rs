@@ -5,6 +5,7 @@
 //! and scatter-add O into the rows of y. The work is proportional to rows · k · r, never to
 //! the number of resident slots.
 
+use crate::dot::dot;
 use crate::mix_plan::SlotGroups;
 use crate::slot_stack::SmallGroupCopy;
 use crate::{KernelError, MixPlan, Result, SlotStack};
@@ -338,23 +339,4 @@ unsafe fn direct_group_avx512<W: crate::cpu_avx512::Weight>(
             expand_row(b_t, t, &mut y[row * d_out..(row + 1) * d_out]);
         }
     }
-}
-
-/// Sixteen independent partial sums, so the compiler keeps them in one vector register.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (ca, cb) in a_chunks.zip(b_chunks) {
-        for i in 0..LANES {
-            acc[i] += ca[i] * cb[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }

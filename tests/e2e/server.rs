@@ -158,7 +158,9 @@ async fn adapters_by_id_mixtures_models_and_text_completions() {
     for id in ["auto", "smollm2", "r8-qv", "r2-all7"] {
         assert!(ids.contains(&id), "{id} in {ids:?}");
     }
-    let prompt = "The capital of France is";
+    // An open prompt: where the base model is certain ("The capital of France is"), the small
+    // random fixture adapters do not flip a greedy token; here they do from the third token.
+    let prompt = "Once upon a time";
     let one: Value = test::call_and_read_body_json(
         &app,
         test::TestRequest::post()
@@ -181,8 +183,6 @@ async fn adapters_by_id_mixtures_models_and_text_completions() {
     .await;
     assert_ne!(
         one["choices"][0]["text"], base["choices"][0]["text"],
-        // r8-qv, not the rank-2 fixture adapter: that one's delta is small enough that whether it
-        // flips a greedy token here depends on the base kernels' rounding.
         "the adapter must change the greedy text"
     );
     let mix: Value = test::call_and_read_body_json(

@@ -46,8 +46,8 @@ impl GateWeights {
     pub fn logit(&self, layer: usize, expert: usize, h: &[f32]) -> f32 {
         let e = self.experts();
         let row = &self.weight[(layer * e + expert) * self.hidden_size..][..self.hidden_size];
-        let dot: f32 = row.iter().zip(h).map(|(w, x)| w * x).sum();
-        dot + self.bias[layer * e + expert]
+        // Runs for every row, candidate and layer: the vectorized dot, not a sequential sum.
+        loramux_kernels::dot(row, h) + self.bias[layer * e + expert]
     }
 
     fn check(&self, path: &Path) -> Result<()> {

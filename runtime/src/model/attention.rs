@@ -5,6 +5,7 @@
 //! (`[positions, num_kv_heads, head_dim]`). Grouped-query heads share a KV head. Rows run in
 //! parallel: each writes only its own output row.
 
+use loramux_kernels::dot;
 use rayon::prelude::*;
 
 /// One row's view of its sequence: which cache, and its absolute position.
@@ -72,23 +73,6 @@ pub fn causal_attention(q: &[f32], rows: &[RowAttn<'_>], shape: &AttnShape) -> V
 
 /// Multiply-adds (per score and per value) from which a step's attention runs in parallel.
 const PARALLEL_WORK: usize = 1 << 18;
-
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent accumulators let the compiler vectorize without fast-math.
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        sum += a[i] * b[i];
-    }
-    sum
-}
 
 #[cfg(test)]
 mod tests {

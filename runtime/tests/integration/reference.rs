@@ -212,11 +212,12 @@ fn quantized_weights_keep_the_top1_token() {
     // re-rounded to 8 bits, which moves logits further: up to ~0.9 on these fixtures).
     let n = fx.cases.len();
     let packed = std::arch::is_x86_feature_detected!("avx512vnni");
+    // The error on the top logits is 0.02-0.45 either way; which side of the fixtures' three
+    // near-ties (reference top-1/top-2 gaps 0.006, 0.026 and 0.10) a run lands on is down to
+    // summation order, so exact top-1 is required everywhere else.
     for (dtype, noise, min_exact) in [
-        (WeightDtype::Stored, 0.25, n - 1),
+        (WeightDtype::Stored, 0.25, n - 3),
         if packed {
-            // Same error size as Stored (0.02-0.42 on the top logits); which side of the
-            // near-ties (reference top-1/top-2 gaps 0.006, 0.026 and 0.10) it lands on differs.
             (WeightDtype::Native, 0.25, n - 3)
         } else {
             (WeightDtype::Native, 0.5, n - 3)

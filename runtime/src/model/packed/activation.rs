@@ -32,7 +32,8 @@ impl QuantRows {
             let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
             let mut sum = 0i32;
             for (dst, &v) in q.iter_mut().zip(block) {
-                *dst = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                // Ties to even: one vector instruction (round-half-away is a libm-style sequence).
+                *dst = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
                 sum += *dst as i32;
             }
             out.scales.push(d);
