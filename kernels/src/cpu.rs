@@ -326,17 +326,72 @@ unsafe fn direct_group_avx512<W: crate::cpu_avx512::Weight>(
     b_t: &[W],
     t: &mut Vec<f32>,
 ) {
-    use crate::cpu_avx512::{expand_row, shrink_row};
+    use crate::cpu_avx512::ROW_TILE;
     let (d_in, d_out) = (stack.d_in(), stack.d_out());
     let rank = stack.rank(slot);
     let scale = stack.scale(slot);
-    t.resize(rank, 0.0);
-    for (&row, &w) in rows.iter().zip(weights) {
-        let row = row as usize;
-        // SAFETY: the caller's contract.
+    t.resize(ROW_TILE * rank, 0.0);
+    let (a, b_t, xp, yp, tp) = (
+        a.as_ptr(),
+        b_t.as_ptr(),
+        x.as_ptr(),
+        y.as_mut_ptr(),
+        t.as_mut_ptr(),
+    );
+    for (tile_rows, tile_weights) in rows.chunks(ROW_TILE).zip(weights.chunks(ROW_TILE)) {
+        let row = |i: usize| tile_rows[i] as usize;
+        let f = |i: usize| tile_weights[i] * scale;
+        // SAFETY: the caller's contract; group rows are distinct rows of `x` and `y`.
         unsafe {
-            shrink_row(a, &x[row * d_in..(row + 1) * d_in], rank, w * scale, t);
-            expand_row(b_t, t, &mut y[row * d_out..(row + 1) * d_out]);
+            match tile_rows.len() {
+                4 => {
+                    let (r, f) = ([row(0), row(1), row(2), row(3)], [f(0), f(1), f(2), f(3)]);
+                    tile::<W, 4>(a, b_t, d_in, d_out, rank, xp, yp, tp, r, f)
+                }
+                3 => {
+                    let (r, f) = ([row(0), row(1), row(2)], [f(0), f(1), f(2)]);
+                    tile::<W, 3>(a, b_t, d_in, d_out, rank, xp, yp, tp, r, f)
+                }
+                2 => tile::<W, 2>(
+                    a,
+                    b_t,
+                    d_in,
+                    d_out,
+                    rank,
+                    xp,
+                    yp,
+                    tp,
+                    [row(0), row(1)],
+                    [f(0), f(1)],
+                ),
+                _ => tile::<W, 1>(a, b_t, d_in, d_out, rank, xp, yp, tp, [row(0)], [f(0)]),
+            }
         }
+    }
+}
+
+/// Shrink then expand for one tile of `R` rows of a group.
+///
+/// # Safety
+/// As [`direct_group_avx512`]; `t` holds `R · rank` values.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<W: crate::cpu_avx512::Weight, const R: usize>(
+    a: *const W,
+    b_t: *const W,
+    d_in: usize,
+    d_out: usize,
+    rank: usize,
+    x: *const f32,
+    y: *mut f32,
+    t: *mut f32,
+    rows: [usize; R],
+    f: [f32; R],
+) {
+    use crate::cpu_avx512::{expand_tile, shrink_tile};
+    // SAFETY: the caller's contract.
+    unsafe {
+        shrink_tile::<W, R>(a, d_in, rank, x, rows, f, t);
+        expand_tile::<W, R>(b_t, d_out, rank, t, y, rows);
     }
 }

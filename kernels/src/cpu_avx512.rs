@@ -3,7 +3,8 @@
 //! Each row's adapter weights are read once per step, so these loops are bound by reading A
 //! and Bᵀ: they load sixteen weights per instruction (widening f16 in the register when the
 //! slot keeps its half-size copy, see `SlotStack`), shrink four rank components at once so
-//! four independent FMA chains hide the latency, and expand with two accumulators.
+//! four independent FMA chains hide the latency, and expand with two accumulators; up to four
+//! rows of a group share each weight load (the sums are the same whatever the tile size).
 
 use std::arch::x86_64::*;
 
@@ -37,73 +38,98 @@ pub(crate) fn usable(d_in: usize, d_out: usize) -> bool {
         && std::arch::is_x86_feature_detected!("avx512f")
 }
 
-/// `t[j] = f · (A_j · x)` for `j < rank`; `a` is `[rank, d_in]`, `x` is `[d_in]`.
+/// Rows handled per pass over a slot's A and Bᵀ: each weight load feeds this many rows.
+pub(crate) const ROW_TILE: usize = 4;
+
+/// For each of the `R` rows `r` (row index `rows[r]` of `x`, `[·, d_in]`):
+/// `t[r·rank + j] = f[r] · (A_j · x_row)` for `j < rank`; `a` is `[rank, d_in]`.
+///
+/// Every (row, j) accumulator sees the same FMAs in the same order as with `R = 1`, so the
+/// tile size does not change the sums.
 ///
 /// # Safety
-/// The CPU has avx512f; `d_in` is a multiple of 16; `a` holds `rank · d_in` values.
+/// The CPU has avx512f; `d_in` is a multiple of 16; `a` holds `rank · d_in` values, `x` every
+/// row in `rows`, `t` `R · rank` values.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn shrink_row<W: Weight>(a: &[W], x: &[f32], rank: usize, f: f32, t: &mut [f32]) {
-    let d_in = x.len();
-    debug_assert!(a.len() >= rank * d_in && t.len() >= rank);
-    let (a, xp) = (a.as_ptr(), x.as_ptr());
-    let mut j = 0;
-    // SAFETY: every load below reads inside `a` ([rank, d_in]) or `x` ([d_in]): j + 3 < rank,
-    // c + 16 <= d_in.
+pub(crate) unsafe fn shrink_tile<W: Weight, const R: usize>(
+    a: *const W,
+    d_in: usize,
+    rank: usize,
+    x: *const f32,
+    rows: [usize; R],
+    f: [f32; R],
+    t: *mut f32,
+) {
+    // SAFETY: loads stay inside `a` ([rank, d_in]) and the rows of `x`; stores inside `t`.
     unsafe {
-        while j + 4 <= rank {
-            let mut acc = [_mm512_setzero_ps(); 4];
+        let mut j = 0;
+        while j < rank {
+            let width = (rank - j).min(4);
+            let mut acc = [[_mm512_setzero_ps(); 4]; R];
             for c in (0..d_in).step_by(16) {
-                let xv = _mm512_loadu_ps(xp.add(c));
-                for (k, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm512_fmadd_ps(W::load16(a.add((j + k) * d_in + c)), xv, *acc);
+                let mut w = [_mm512_setzero_ps(); 4];
+                for (k, w) in w.iter_mut().enumerate().take(width) {
+                    *w = W::load16(a.add((j + k) * d_in + c));
+                }
+                for r in 0..R {
+                    let xv = _mm512_loadu_ps(x.add(rows[r] * d_in + c));
+                    for k in 0..width {
+                        acc[r][k] = _mm512_fmadd_ps(w[k], xv, acc[r][k]);
+                    }
                 }
             }
-            for (k, acc) in acc.iter().enumerate() {
-                t[j + k] = _mm512_reduce_add_ps(*acc) * f;
+            for (r, acc) in acc.iter().enumerate() {
+                for (k, acc) in acc.iter().enumerate().take(width) {
+                    *t.add(r * rank + j + k) = _mm512_reduce_add_ps(*acc) * f[r];
+                }
             }
-            j += 4;
-        }
-        while j < rank {
-            let mut acc = _mm512_setzero_ps();
-            for c in (0..d_in).step_by(16) {
-                let xv = _mm512_loadu_ps(xp.add(c));
-                acc = _mm512_fmadd_ps(W::load16(a.add(j * d_in + c)), xv, acc);
-            }
-            t[j] = _mm512_reduce_add_ps(acc) * f;
-            j += 1;
+            j += width;
         }
     }
 }
 
-/// `y += Σ_j t[j] · Bᵀ_j`; `b_t` is `[rank, d_out]`, `y` is `[d_out]`.
+/// For each of the `R` rows: `y[rows[r]] += Σ_j t[r·rank + j] · Bᵀ_j`; `b_t` is
+/// `[rank, d_out]`. Per row, the same FMAs in the same order as with `R = 1`.
 ///
 /// # Safety
-/// The CPU has avx512f; `y.len()` is a multiple of 16; `b_t` holds `t.len() · y.len()` values.
+/// The CPU has avx512f; `d_out` is a multiple of 16; `b_t` holds `rank · d_out` values, `t`
+/// `R · rank`, `y` every row in `rows` (distinct rows).
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn expand_row<W: Weight>(b_t: &[W], t: &[f32], y: &mut [f32]) {
-    let d_out = y.len();
-    let rank = t.len();
-    debug_assert!(b_t.len() >= rank * d_out);
-    let (b, yp) = (b_t.as_ptr(), y.as_mut_ptr());
-    // SAFETY: loads read inside `b_t` ([rank, d_out]) and `y` ([d_out]): o + 16 <= d_out.
+pub(crate) unsafe fn expand_tile<W: Weight, const R: usize>(
+    b_t: *const W,
+    d_out: usize,
+    rank: usize,
+    t: *const f32,
+    y: *mut f32,
+    rows: [usize; R],
+) {
+    // SAFETY: loads stay inside `b_t` ([rank, d_out]) and `t`; each row of `y` is read and
+    // written at `[rows[r] · d_out + o, +16)`, o + 16 <= d_out.
     unsafe {
         for o in (0..d_out).step_by(16) {
-            let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let mut even = [_mm512_setzero_ps(); R];
+            let mut odd = [_mm512_setzero_ps(); R];
             let mut j = 0;
             while j + 2 <= rank {
-                even = _mm512_fmadd_ps(_mm512_set1_ps(t[j]), W::load16(b.add(j * d_out + o)), even);
-                odd = _mm512_fmadd_ps(
-                    _mm512_set1_ps(t[j + 1]),
-                    W::load16(b.add((j + 1) * d_out + o)),
-                    odd,
-                );
+                let b0 = W::load16(b_t.add(j * d_out + o));
+                let b1 = W::load16(b_t.add((j + 1) * d_out + o));
+                for r in 0..R {
+                    even[r] = _mm512_fmadd_ps(_mm512_set1_ps(*t.add(r * rank + j)), b0, even[r]);
+                    odd[r] = _mm512_fmadd_ps(_mm512_set1_ps(*t.add(r * rank + j + 1)), b1, odd[r]);
+                }
                 j += 2;
             }
             if j < rank {
-                even = _mm512_fmadd_ps(_mm512_set1_ps(t[j]), W::load16(b.add(j * d_out + o)), even);
+                let b0 = W::load16(b_t.add(j * d_out + o));
+                for (r, even) in even.iter_mut().enumerate() {
+                    *even = _mm512_fmadd_ps(_mm512_set1_ps(*t.add(r * rank + j)), b0, *even);
+                }
             }
-            let sum = _mm512_add_ps(even, odd);
-            _mm512_storeu_ps(yp.add(o), _mm512_add_ps(_mm512_loadu_ps(yp.add(o)), sum));
+            for (r, (even, odd)) in even.iter().zip(&odd).enumerate() {
+                let at = y.add(rows[r] * d_out + o);
+                let sum = _mm512_add_ps(*even, *odd);
+                _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), sum));
+            }
         }
     }
 }
