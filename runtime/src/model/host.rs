@@ -122,8 +122,7 @@ fn matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeight> {
         // Q5_x / Q8_1 have no packed layout of their own: re-rounded to 8 bits, as for candle
         // below. K-quants stay with candle.
         if lacks_simd_kernel(t.dtype()) {
-            let q8 = QTensor::quantize(&t.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?;
-            if let Some(w) = PackedWeight::from_qtensor(&q8)? {
+            if let Some(w) = PackedWeight::from_qtensor(&to_q8_0(&t)?)? {
                 return Ok(BaseWeight::Packed(w, kernel));
             }
         }
@@ -151,13 +150,20 @@ fn candle_matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeig
             // candle has only scalar dot products for these formats (about 5x slower than its
             // AVX2/AVX-512 Q8_0 path). Re-rounding 4/5-bit values to 8 bits loses little, so
             // convert once at load.
-            let dense = t.dequantize(&Device::Cpu)?;
-            QMatMul::from_qtensor(QTensor::quantize(&dense, GgmlDType::Q8_0)?)?
+            QMatMul::from_qtensor(to_q8_0(&t)?)?
         }
         WeightDtype::Native | WeightDtype::Stored => QMatMul::from_qtensor(t)?,
         WeightDtype::F32 => QMatMul::Tensor(t.dequantize(&Device::Cpu)?),
     };
     Ok(BaseWeight::Candle { quantized, dense })
+}
+
+/// The same weights re-rounded to Q8_0 (for formats without a fast kernel of their own).
+fn to_q8_0(t: &QTensor) -> Result<QTensor> {
+    Ok(QTensor::quantize(
+        &t.dequantize(&Device::Cpu)?,
+        GgmlDType::Q8_0,
+    )?)
 }
 
 /// Largest model (as f32) that also keeps dense copies of its weights.

@@ -3,7 +3,9 @@
 //! exactly the tokens it produces in a plain batched run, however it was scheduled.
 
 use loramux_kernels::{MixPlan, SlotWeight};
-use loramux_runtime::engine::{self, EngineConfig, EngineEvent, EngineRequest, SubmitError};
+use loramux_runtime::engine::{
+    self, EngineConfig, EngineEvent, EngineHandle, EngineRequest, SubmitError,
+};
 use loramux_runtime::generate::{generate_batch, GenerationRequest};
 use loramux_runtime::{
     Adapter, AdapterBank, AdapterId, BankConfig, BaseModel, Candidate, FixedGate, Gate, GateInput,
@@ -121,19 +123,7 @@ fn engine_matches_plain_batched_generation() {
     );
     let mut receivers = Vec::new();
     for (p, mix) in prompts.iter().zip(&mixes) {
-        let (tx, rx) = unbounded_channel();
-        handle
-            .submit(EngineRequest {
-                prompt_ids: p.clone(),
-                adapters: mix.clone(),
-                sampling: SamplingParams::default(),
-                max_tokens,
-                stop_ids: vec![],
-                gated: false,
-                events: tx,
-            })
-            .expect("queued");
-        receivers.push(rx);
+        receivers.push(submit_greedy(&handle, p, mix, max_tokens));
         std::thread::sleep(Duration::from_millis(30));
     }
     for (i, rx) in receivers.into_iter().enumerate() {
@@ -411,21 +401,7 @@ fn engine_on_the_device_backend_matches_the_host_backend() {
     let receivers: Vec<_> = prompts
         .iter()
         .zip(&mixes)
-        .map(|(p, mix)| {
-            let (tx, rx) = unbounded_channel();
-            handle
-                .submit(EngineRequest {
-                    prompt_ids: p.clone(),
-                    adapters: mix.clone(),
-                    sampling: SamplingParams::default(),
-                    max_tokens,
-                    stop_ids: vec![],
-                    gated: false,
-                    events: tx,
-                })
-                .expect("queued");
-            rx
-        })
+        .map(|(p, mix)| submit_greedy(&handle, p, mix, max_tokens))
         .collect();
     for (i, rx) in receivers.into_iter().enumerate() {
         let (tokens, end) = collect(rx);
@@ -435,4 +411,26 @@ fn engine_on_the_device_backend_matches_the_host_backend() {
             "row {i}: {end:?}"
         );
     }
+}
+
+/// Queues an ungated request with default (greedy) sampling; returns its event stream.
+fn submit_greedy(
+    handle: &EngineHandle,
+    prompt_ids: &[u32],
+    adapters: &[(Arc<Adapter>, f32)],
+    max_tokens: usize,
+) -> UnboundedReceiver<EngineEvent> {
+    let (tx, rx) = unbounded_channel();
+    handle
+        .submit(EngineRequest {
+            prompt_ids: prompt_ids.to_vec(),
+            adapters: adapters.to_vec(),
+            sampling: SamplingParams::default(),
+            max_tokens,
+            stop_ids: vec![],
+            gated: false,
+            events: tx,
+        })
+        .expect("queued");
+    rx
 }
