@@ -13,7 +13,7 @@ mod key;
 pub mod registry;
 pub mod vectors;
 
-pub use embed::{BertEmbedder, BertEmbedderConfig, Embedder};
+pub use embed::{BertEmbedder, BertEmbedderConfig, Embedder, EmbedderBackend, MatmulKind};
 pub use error::{IndexError, Result};
 pub use key::AdapterKey;
 pub use registry::{

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use loramux_index::registry::files::ADAPTER_FILES;
 use loramux_index::{
     AcceptAll, AdapterKey, AdapterValidator, BertEmbedder, BertEmbedderConfig, ConfigSummary,
-    Embedder, IndexError, IndexState, NewAdapter, Registry, RegistryConfig, ValidationError,
+    Embedder, EmbedderBackend, IndexError, IndexState, MatmulKind, NewAdapter, Registry,
+    RegistryConfig, ValidationError,
 };
 
 /// A deterministic bag-of-words embedder: fast, needs no model files, and similar texts
@@ -583,6 +584,29 @@ fn embedder_dir() -> Option<PathBuf> {
     }
 }
 
+/// Every backend this CPU can run, with the cosine it must reach against the f32 reference:
+/// the f32 paths differ from it by rounding order only, AMX rounds matmul inputs to bf16.
+fn backends() -> Vec<(EmbedderBackend, f32)> {
+    let mut all = vec![
+        (EmbedderBackend::Candle, 0.99999),
+        (EmbedderBackend::Host(MatmulKind::F32), 0.99999),
+    ];
+    if MatmulKind::AmxBf16.usable() {
+        all.push((EmbedderBackend::Host(MatmulKind::AmxBf16), 0.9995));
+    } else {
+        eprintln!("no AMX-BF16 here: the AMX backend is not checked");
+    }
+    all
+}
+
+fn load_backend(dir: &Path, backend: EmbedderBackend) -> BertEmbedder {
+    let config = BertEmbedderConfig {
+        backend,
+        ..BertEmbedderConfig::default()
+    };
+    BertEmbedder::load(dir, config).unwrap()
+}
+
 #[test]
 fn bert_embedder_matches_sentence_transformers() {
     let Some(dir) = embedder_dir() else { return };
@@ -596,17 +620,82 @@ fn bert_embedder_matches_sentence_transformers() {
     )
     .unwrap();
     let reference: Reference = serde_json::from_str(&text).unwrap();
-    let emb = BertEmbedder::load(&dir, BertEmbedderConfig::default()).unwrap();
-    assert_eq!(emb.dim(), 384);
     let texts: Vec<&str> = reference.texts.iter().map(String::as_str).collect();
-    // Batched (padded, mixed lengths) and one by one must both match.
-    let batched = emb.embed(&texts).unwrap();
-    for (i, (got, want)) in batched.iter().zip(&reference.embeddings).enumerate() {
-        let cos = loramux_index::embed::dot(got, want);
-        assert!(cos >= 0.999, "text {i}: cosine {cos}");
-        let single = emb.embed_one(texts[i]).unwrap();
-        assert!(loramux_index::embed::dot(&single, want) >= 0.999);
-        let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-4);
+    for (backend, _) in backends() {
+        let emb = load_backend(&dir, backend);
+        assert_eq!(emb.dim(), 384);
+        // Batched (mixed lengths) and one by one must both match.
+        let batched = emb.embed(&texts).unwrap();
+        for (i, (got, want)) in batched.iter().zip(&reference.embeddings).enumerate() {
+            let cos = loramux_index::embed::dot(got, want);
+            assert!(cos >= 0.999, "{backend:?} text {i}: cosine {cos}");
+            let single = emb.embed_one(texts[i]).unwrap();
+            assert!(loramux_index::embed::dot(&single, want) >= 0.999);
+            let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4);
+        }
+    }
+}
+
+/// The host encoder against candle's BERT on texts of many lengths (1 to 256 tokens, the
+/// truncation limit), batched together: the f32 path must agree to rounding, the AMX path
+/// to bf16 precision, and the default backend must be the fastest one usable.
+#[test]
+fn host_encoder_matches_candle_on_varied_texts() {
+    let Some(dir) = embedder_dir() else { return };
+    let words = [
+        "route",
+        "adapter",
+        "the",
+        "SQL",
+        "query",
+        "translate",
+        "poem",
+        "ünïcödé",
+        "42",
+        "JSON",
+        "summarize",
+        "invoice",
+        "quickly",
+        "😀",
+        "dates",
+        "—",
+        "sort",
+        "numbers",
+    ];
+    let texts: Vec<String> = [1usize, 2, 5, 17, 40, 90, 130, 400]
+        .iter()
+        .enumerate()
+        .map(|(seed, &n)| {
+            (0..n)
+                .map(|i| words[(i * 7 + seed * 3 + i * i) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let want = load_backend(&dir, EmbedderBackend::Candle)
+        .embed(&refs)
+        .unwrap();
+    for (backend, min_cos) in backends().into_iter().skip(1) {
+        let got = load_backend(&dir, backend).embed(&refs).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let cos = loramux_index::embed::dot(g, w);
+            assert!(
+                cos >= min_cos,
+                "{backend:?} text {i}: cosine {cos} < {min_cos}"
+            );
+        }
+    }
+    let default = BertEmbedder::load(&dir, BertEmbedderConfig::default()).unwrap();
+    let expected = if MatmulKind::AmxBf16.usable() {
+        "host-amx-bf16"
+    } else {
+        "host-f32"
+    };
+    if std::env::var_os("LORAMUX_EMBEDDER").is_none()
+        && std::env::var_os("LORAMUX_EMBED_MATMUL").is_none()
+    {
+        assert_eq!(default.backend_name(), expected);
     }
 }

@@ -12,6 +12,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{Tokenizer, TruncationParams};
 
+use super::encoder::{Encoder, MatmulKind};
 use super::{l2_normalize, Embedder};
 use crate::{IndexError, Result};
 
@@ -23,6 +24,21 @@ pub struct BertEmbedderConfig {
     /// Tokens kept per text (sentence-transformers uses 256 for all-MiniLM-L6-v2).
     pub max_tokens: usize,
     pub device: Device,
+    pub backend: EmbedderBackend,
+}
+
+/// Which implementation runs the BERT forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmbedderBackend {
+    /// The host encoder with the best matmul this CPU has when the device is the CPU and
+    /// the model is one it implements; candle otherwise. `LORAMUX_EMBEDDER=candle` forces
+    /// candle.
+    #[default]
+    Auto,
+    /// candle-transformers' BERT on `device`.
+    Candle,
+    /// The host encoder with this matmul (falls back to f32 where the kind is unusable).
+    Host(MatmulKind),
 }
 
 impl Default for BertEmbedderConfig {
@@ -31,12 +47,18 @@ impl Default for BertEmbedderConfig {
             batch_size: 32,
             max_tokens: 256,
             device: Device::Cpu,
+            backend: EmbedderBackend::Auto,
         }
     }
 }
 
+enum Backend {
+    Host(Encoder),
+    Candle(BertModel),
+}
+
 pub struct BertEmbedder {
-    model: BertModel,
+    backend: Backend,
     tokenizer: Tokenizer,
     config: BertEmbedderConfig,
     dim: usize,
@@ -86,19 +108,42 @@ impl BertEmbedder {
         if !weights.is_file() {
             return Err(fail(&weights, "the file is missing".into()));
         }
-        // SAFETY: the file is mmapped read-only; the registry never writes model files, and
-        // candle copies every tensor out of the mapping while building the model.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &config.device) }
+        let host_kind = match config.backend {
+            EmbedderBackend::Host(kind) => Some(kind),
+            EmbedderBackend::Candle => None,
+            EmbedderBackend::Auto => {
+                let forced_candle = std::env::var("LORAMUX_EMBEDDER").is_ok_and(|v| v == "candle");
+                (config.device.is_cpu() && Encoder::supports(&bert) && !forced_candle)
+                    .then(MatmulKind::best)
+            }
+        };
+        let backend = match host_kind {
+            Some(kind) => {
+                let kind = if kind.usable() { kind } else { MatmulKind::F32 };
+                Backend::Host(Encoder::load(&weights, &bert, kind)?)
+            }
+            None => {
+                // SAFETY: the file is mmapped read-only; the registry never writes model
+                // files, and candle copies every tensor out of the mapping while building
+                // the model.
+                let vb = unsafe {
+                    VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &config.device)
+                }
                 .map_err(|e| fail(&weights, e.to_string()))?;
-        let model = BertModel::load(vb, &bert).map_err(|e| fail(&weights, e.to_string()))?;
+                Backend::Candle(
+                    BertModel::load(vb, &bert).map_err(|e| fail(&weights, e.to_string()))?,
+                )
+            }
+        };
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // The id names the model, not the backend: the host encoder's bf16 matmuls move
+        // vectors by about 1e-4 in cosine, far below what would make stored vectors stale.
         let id = format!("bert:{name}:d{}:mean:l2:t{max_tokens}", bert.hidden_size);
         Ok(Self {
-            model,
+            backend,
             tokenizer,
             dim: bert.hidden_size,
             id,
@@ -120,6 +165,17 @@ impl BertEmbedder {
         Ok(enc.get_ids().len())
     }
 
+    /// Which forward runs: `"candle"`, `"host-f32"` or `"host-amx-bf16"` (for reports).
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Candle(_) => "candle",
+            Backend::Host(enc) => match enc.kind() {
+                MatmulKind::F32 => "host-f32",
+                MatmulKind::AmxBf16 => "host-amx-bf16",
+            },
+        }
+    }
+
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let encodings = self
             .tokenizer
@@ -127,6 +183,13 @@ impl BertEmbedder {
             .map_err(|e| IndexError::Embed {
                 reason: e.to_string(),
             })?;
+        let model = match &self.backend {
+            Backend::Host(encoder) => {
+                let ids: Vec<Vec<u32>> = encodings.iter().map(|e| e.get_ids().to_vec()).collect();
+                return encoder.embed(&ids);
+            }
+            Backend::Candle(model) => model,
+        };
         let b = encodings.len();
         let len = encodings
             .iter()
@@ -151,7 +214,7 @@ impl BertEmbedder {
         let ids = Tensor::from_vec(ids, (b, len), device)?;
         let mask = Tensor::from_vec(mask, (b, len), device)?;
         let types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?; // [b, L, dim]
+        let hidden = model.forward(&ids, &types, Some(&mask))?; // [b, L, dim]
         let maskf = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [b, L, 1]
         let summed = hidden.broadcast_mul(&maskf)?.sum(1)?; // [b, dim]
         let counts = maskf.sum(1)?.clamp(1e-9, f64::MAX)?; // [b, 1]

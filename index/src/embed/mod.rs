@@ -5,8 +5,10 @@
 //! never mixed: each stored vector carries its embedder's [`Embedder::id`].
 
 mod bert;
+mod encoder;
 
-pub use bert::{BertEmbedder, BertEmbedderConfig};
+pub use bert::{BertEmbedder, BertEmbedderConfig, EmbedderBackend};
+pub use encoder::MatmulKind;
 
 use crate::Result;
 
