@@ -18,16 +18,14 @@
 use std::arch::asm;
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
-use super::disjoint::DisjointOut;
 use super::linear::Activation;
+use super::team::{Member, Shared};
 
 /// Rows and columns of `y` one micro-kernel call computes.
 const BLOCK: usize = 32;
 /// Inputs per tile row: 32 bf16 values are the 64 bytes of one tile row.
 const TILE_K: usize = 32;
-/// u16 values in one packed 16-row, 64-byte tile.
+/// bf16 values in one packed 16-row, 64-byte tile.
 const TILE_U16: usize = 512;
 
 /// True when the CPU has AMX-BF16 and Linux has granted this process the tile state.
@@ -133,80 +131,102 @@ impl PackedBf16 {
         self.n
     }
 
-    /// `y[m, n] = activation(x[m, k] Wᵀ + bias)`. Call only when [`available`] is true.
+    /// bf16 values of the packed input [`PackedBf16::matmul`] needs for `m` rows.
+    pub(crate) fn scratch_len(&self, m: usize) -> usize {
+        m.div_ceil(16) * 16 * self.k
+    }
+
+    /// `member`'s part of `y[m, n] = activation(x[m, k] Wᵀ + bias)`: every member of the
+    /// team calls it with the same arguments; `y` is complete after the team's next sync.
+    /// `scratch` holds at least [`PackedBf16::scratch_len`] values.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn matmul(
         &self,
+        member: Member<'_>,
         x: &[f32],
         m: usize,
         bias: &[f32],
         activation: Activation,
-        y: &mut [f32],
+        scratch: &Shared<'_, u16>,
+        y: &Shared<'_, f32>,
     ) {
         let (n, k) = (self.n, self.k);
         assert!(available(), "AMX matmul called without AMX");
         assert_eq!(x.len(), m * k);
         assert_eq!(y.len(), m * n);
         assert_eq!(bias.len(), n);
+        assert!(scratch.len() >= self.scratch_len(m));
         if m == 0 {
             return;
         }
-        // x in bf16, packed like the weights: one 1 KiB A tile (16 rows x 32 inputs) after
-        // another, row tile major, so every tile load reads contiguous memory. Rows are
-        // padded with zeros to whole 32-row blocks; padded rows are never written out.
         let k_blocks = k / TILE_K;
-        let m_pad = m.div_ceil(BLOCK) * BLOCK;
-        let mut xb = vec![0u16; m_pad * k];
-        for (row, src) in x.chunks_exact(k).enumerate() {
-            for (kb, part) in src.chunks_exact(TILE_K).enumerate() {
-                let at = ((row / 16) * k_blocks + kb) * TILE_U16 + (row % 16) * TILE_K;
-                xb[at..at + TILE_K]
-                    .iter_mut()
-                    .zip(part)
-                    .for_each(|(d, s)| *d = to_bf16(*s));
-            }
-        }
-
-        let row_blocks = m_pad / BLOCK;
-        let col_blocks = n / BLOCK;
-        let out = DisjointOut::new(y);
-        // Each chunk of blocks runs in one tile session (configuring the tiles costs about
-        // as much as a short block). Consecutive blocks share a column block, so its B
-        // tiles stay in cache.
-        let blocks = row_blocks * col_blocks;
-        let chunks = (2 * rayon::current_num_threads()).min(blocks);
-        (0..chunks).into_par_iter().for_each(|chunk| {
-            let session = TileSession::start();
-            let mut c = [0f32; 4 * 256];
-            for t in chunk * blocks / chunks..(chunk + 1) * blocks / chunks {
-                let (cb, rb) = (t / row_blocks, t % row_blocks);
-                let a0 = xb[2 * rb * k_blocks * TILE_U16..].as_ptr();
-                let a1 = xb[(2 * rb + 1) * k_blocks * TILE_U16..].as_ptr();
-                let b0 = self.tiles[2 * cb * k_blocks * TILE_U16..].as_ptr();
-                let b1 = self.tiles[(2 * cb + 1) * k_blocks * TILE_U16..].as_ptr();
-                // SAFETY: `a0`/`a1` start `k_blocks` tiles each inside `xb` (row tiles 2rb
-                // and 2rb+1 < m_pad/16); `b0`/`b1` the same inside `tiles` (column tiles 2cb
-                // and 2cb+1 < n/16); `c` has room for 4 tiles.
-                unsafe { block_2x2(&session, [a0, a1], [b0, b1], k_blocks, c.as_mut_ptr()) };
-                for (tile, block) in c.chunks_exact(256).enumerate() {
-                    let (half_row, half_col) = (tile / 2, tile % 2);
-                    let col0 = cb * BLOCK + half_col * 16;
-                    for (r, tile_row) in block.chunks_exact(16).enumerate() {
-                        let row = rb * BLOCK + half_row * 16 + r;
-                        if row >= m {
-                            break;
-                        }
-                        // SAFETY: (row, col0..col0+16) is inside y (row < m, col0 + 16 <= n),
-                        // and no other task writes it: chunks own disjoint (rb, cb) blocks.
-                        let dst =
-                            unsafe { std::slice::from_raw_parts_mut(out.at(row * n + col0), 16) };
-                        for ((d, v), b) in dst.iter_mut().zip(tile_row).zip(&bias[col0..]) {
-                            *d = v + b;
-                        }
-                        activation.apply(dst);
+        let row_tiles = m.div_ceil(16);
+        // Phase 1: x in bf16, packed like the weights (one 1 KiB A tile of 16 rows x 32
+        // inputs after another, row tile major) so every tile load reads contiguous
+        // memory. Rows past `m` in the last tile are zeros and never written out.
+        for rt in member.share(row_tiles) {
+            // SAFETY: row tile `rt` is this member's alone in this phase.
+            let tiles = unsafe {
+                scratch.part_mut(rt * k_blocks * TILE_U16..(rt + 1) * k_blocks * TILE_U16)
+            };
+            for r in 0..16 {
+                let row = rt * 16 + r;
+                for kb in 0..k_blocks {
+                    let dst = &mut tiles[kb * TILE_U16 + r * TILE_K..][..TILE_K];
+                    if row < m {
+                        let src = &x[row * k + kb * TILE_K..][..TILE_K];
+                        dst.iter_mut().zip(src).for_each(|(d, s)| *d = to_bf16(*s));
+                    } else {
+                        dst.fill(0);
                     }
                 }
             }
-        });
+        }
+        member.sync();
+        // SAFETY: after the sync nobody writes the packed input again in this matmul.
+        let packed_x = unsafe { scratch.part(0..row_tiles * k_blocks * TILE_U16) };
+
+        // Phase 2: blocks of 32 rows (the last one 16 when the row tiles are odd) x 32
+        // columns. Consecutive blocks share a column block, so its B tiles stay in cache.
+        let row_groups = row_tiles.div_ceil(2);
+        let col_blocks = n / BLOCK;
+        let session = TileSession::start();
+        let mut c = [0f32; 4 * 256];
+        for t in member.share(row_groups * col_blocks) {
+            let (cb, rg) = (t / row_groups, t % row_groups);
+            let run = |tile: usize, of: &[u16]| of[tile * k_blocks * TILE_U16..].as_ptr();
+            let b = [run(2 * cb, &self.tiles), run(2 * cb + 1, &self.tiles)];
+            let pair = 2 * rg + 1 < row_tiles;
+            // SAFETY: A runs are row tiles 2rg (and 2rg+1 when `pair`) < row_tiles, each
+            // `k_blocks` tiles inside `packed_x`; B runs are column tiles 2cb and 2cb+1 <
+            // n/16 inside `tiles`; `c` has room for 4 tiles.
+            unsafe {
+                if pair {
+                    let a = [run(2 * rg, packed_x), run(2 * rg + 1, packed_x)];
+                    block_2x2(&session, a, b, k_blocks, c.as_mut_ptr());
+                } else {
+                    block_1x2(&session, run(2 * rg, packed_x), b, k_blocks, c.as_mut_ptr());
+                }
+            }
+            let tiles = if pair { 4 } else { 2 };
+            for (tile, block) in c.chunks_exact(256).take(tiles).enumerate() {
+                let (half_row, half_col) = (tile / 2, tile % 2);
+                let col0 = cb * BLOCK + half_col * 16;
+                for (r, tile_row) in block.chunks_exact(16).enumerate() {
+                    let row = rg * BLOCK + half_row * 16 + r;
+                    if row >= m {
+                        break;
+                    }
+                    // SAFETY: (row, col0..col0+16) is inside y and belongs to block t,
+                    // which only this member computes.
+                    let dst = unsafe { y.part_mut(row * n + col0..row * n + col0 + 16) };
+                    for ((d, v), b) in dst.iter_mut().zip(tile_row).zip(&bias[col0..]) {
+                        *d = v + b;
+                    }
+                    activation.apply(dst);
+                }
+            }
+        }
     }
 }
 
@@ -288,14 +308,73 @@ unsafe fn block_2x2(
     }
 }
 
+/// [`block_2x2`] for a single row tile: `c` gets tiles (0,0) and (0,1).
+///
+/// # Safety
+/// As [`block_2x2`], with one A run; `c` must be writable for 512 f32.
+unsafe fn block_1x2(
+    _tiles: &TileSession,
+    a: *const u16,
+    b: [*const u16; 2],
+    k_blocks: usize,
+    c: *mut f32,
+) {
+    debug_assert!(k_blocks >= 1);
+    // SAFETY: per the function's contract, with the tiles configured by the session.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "2:",
+            "tileloadd tmm4, [{a0} + {s64} * 1]",
+            "tileloadd tmm6, [{b0} + {s64} * 1]",
+            "tileloadd tmm7, [{b1} + {s64} * 1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "add {a0}, 1024",
+            "add {b0}, 1024",
+            "add {b1}, 1024",
+            "dec {kb}",
+            "jnz 2b",
+            "tilestored [{c} + {s64} * 1], tmm0",
+            "tilestored [{c} + {s64} * 1 + 1024], tmm1",
+            a0 = inout(reg) a => _,
+            b0 = inout(reg) b[0] => _,
+            b1 = inout(reg) b[1] => _,
+            kb = inout(reg) k_blocks => _,
+            s64 = in(reg) 64usize,
+            c = in(reg) c,
+            options(nostack),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::embed::encoder::team::Team;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
     fn from_bf16(x: u16) -> f32 {
         f32::from_bits((x as u32) << 16)
+    }
+
+    /// The matmul on a team of `threads`, from a scratch buffer of NaNs: whatever the
+    /// matmul reads must have been written by it.
+    fn run_matmul(
+        packed: &PackedBf16,
+        x: &[f32],
+        m: usize,
+        bias: &[f32],
+        threads: usize,
+    ) -> Vec<f32> {
+        let team = Team::new(threads).unwrap();
+        let mut y = vec![f32::NAN; m * packed.n()];
+        let mut scratch = vec![0x7FC0u16; packed.scratch_len(m)];
+        let (ys, ss) = (Shared::new(&mut y), Shared::new(&mut scratch));
+        team.run(|member| packed.matmul(member, x, m, bias, Activation::None, &ss, &ys));
+        y
     }
 
     fn random(n: usize, rng: &mut StdRng) -> Vec<f32> {
@@ -311,13 +390,19 @@ mod tests {
             return;
         }
         let mut rng = StdRng::seed_from_u64(11);
-        for &(m, n, k) in &[(1, 32, 32), (37, 64, 96), (100, 384, 384), (70, 96, 1536)] {
+        let cases = [
+            (1, 32, 32, 1),
+            (37, 64, 96, 2),
+            (100, 384, 384, 2),
+            (70, 96, 1536, 3),
+            (16, 64, 64, 3),
+        ];
+        for (m, n, k, threads) in cases {
             let x = random(m * k, &mut rng);
             let w = random(n * k, &mut rng);
             let bias = random(n, &mut rng);
             let packed = PackedBf16::pack(&w, n, k).unwrap();
-            let mut y = vec![f32::NAN; m * n];
-            packed.matmul(&x, m, &bias, Activation::None, &mut y);
+            let y = run_matmul(&packed, &x, m, &bias, threads);
             let round = |v: f32| from_bf16(to_bf16(v)) as f64;
             for i in 0..m {
                 for j in 0..n {

@@ -6,61 +6,59 @@
 
 use std::ops::Range;
 
-use rayon::prelude::*;
-
-use super::disjoint::DisjointOut;
 use super::math::softmax;
+use super::team::{Member, Shared};
 
-/// `ctx[t, h*d..(h+1)*d] = softmax(q_h kᵀ_h / √d) v_h` for every sequence and head.
-/// `qkv` is `[tokens, 3 * hidden]`; returns `[tokens, hidden]`.
+/// `member`'s part of `ctx[t, h*d..(h+1)*d] = softmax(q_h kᵀ_h / √d) v_h` for every
+/// sequence and head; `qkv` is `[tokens, 3 * hidden]`, `ctx` is `[tokens, hidden]` and
+/// complete after the team's next sync. `scores` is the member's own scratch.
 pub(crate) fn self_attention(
+    member: Member<'_>,
     qkv: &[f32],
     sequences: &[Range<usize>],
     hidden: usize,
     heads: usize,
-) -> Vec<f32> {
+    ctx: &Shared<'_, f32>,
+    scores: &mut Vec<f32>,
+) {
     let head_dim = hidden / heads;
     let tokens = qkv.len() / (3 * hidden);
     assert!(sequences.iter().all(|s| s.end <= tokens));
-    let mut ctx = vec![0f32; tokens * hidden];
-    let out = DisjointOut::new(&mut ctx);
-    let jobs: Vec<(usize, usize)> = (0..sequences.len())
-        .flat_map(|s| (0..heads).map(move |h| (s, h)))
-        .collect();
-    jobs.par_iter().for_each(|&(s, h)| {
-        one_head(
-            qkv,
-            sequences[s].clone(),
-            hidden,
-            h * head_dim,
-            head_dim,
-            &out,
-        )
-    });
-    ctx
+    assert_eq!(ctx.len(), tokens * hidden);
+    let jobs = sequences.len() * heads;
+    for job in member.share(jobs) {
+        let (rows, head) = (sequences[job / heads].clone(), job % heads);
+        let col = head * head_dim;
+        // SAFETY: rows `rows`, columns col..col+head_dim of ctx belong to this job only.
+        let out = unsafe { ctx.block_ptr(rows.start * hidden + col, rows.len(), head_dim, hidden) };
+        one_head(qkv, rows, hidden, col, head_dim, out, scores);
+    }
 }
 
-/// One head of one sequence, written to `out`'s rows `rows` and columns `col..col+head_dim`
-/// (row stride `hidden`): no other job writes there.
+/// One head of one sequence, written to `out` (`[len, head_dim]`, rows `hidden` apart).
 fn one_head(
     qkv: &[f32],
     rows: Range<usize>,
     hidden: usize,
     col: usize,
     head_dim: usize,
-    out: &DisjointOut,
+    out: *mut f32,
+    scores: &mut Vec<f32>,
 ) {
     let len = rows.len();
+    if len == 0 {
+        return;
+    }
     let stride = 3 * hidden;
     let q = qkv[rows.start * stride + col..].as_ptr();
     let k = qkv[rows.start * stride + hidden + col..].as_ptr();
     let v = qkv[rows.start * stride + 2 * hidden + col..].as_ptr();
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let mut scores = vec![0f32; len * len];
+    scores.resize(len * len, 0.0);
     // SAFETY: the three operands are read in place with row stride `stride`: rows
-    // `rows` of `qkv` hold their `len * head_dim` elements (asserted by the caller: the
+    // `rows` of `qkv` hold their `len * head_dim` elements (the caller checked that the
     // rows are inside qkv). lhs(i, d) = Q[i][d]; rhs(d, j) = K[j][d]; dst is `scores`,
-    // [len, len] row-major.
+    // [len, len] row-major, overwritten (read_dst false).
     unsafe {
         gemm::gemm(
             len,
@@ -85,15 +83,14 @@ fn one_head(
         );
     }
     scores.chunks_exact_mut(len).for_each(softmax);
-    // SAFETY: lhs is `scores`; rhs(j, d) = V[j][d] in place (as above); dst starts at
-    // row `rows.start`, column `col` of the [tokens, hidden] output and covers `len` rows
-    // of `head_dim` columns, which only this job writes.
+    // SAFETY: lhs is `scores`; rhs(j, d) = V[j][d] in place (as above); dst is the
+    // caller's `out` block of `len` rows of `head_dim`, `hidden` apart.
     unsafe {
         gemm::gemm(
             len,
             head_dim,
             len,
-            out.at(rows.start * hidden + col),
+            out,
             1,
             hidden as isize,
             false,
@@ -116,6 +113,7 @@ fn one_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::embed::encoder::team::Team;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -160,7 +158,19 @@ mod tests {
         let qkv: Vec<f32> = (0..tokens * 3 * hidden)
             .map(|_| rng.random_range(-2.0..2.0))
             .collect();
-        let ctx = self_attention(&qkv, &sequences, hidden, heads);
+        let mut ctx = vec![f32::NAN; tokens * hidden];
+        let shared = Shared::new(&mut ctx);
+        Team::new(2).unwrap().run(|member| {
+            self_attention(
+                member,
+                &qkv,
+                &sequences,
+                hidden,
+                heads,
+                &shared,
+                &mut Vec::new(),
+            )
+        });
         for rows in sequences {
             let want = reference(&qkv, rows.clone(), hidden, heads);
             let got = &ctx[rows.start * hidden..rows.end * hidden];

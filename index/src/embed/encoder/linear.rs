@@ -1,10 +1,9 @@
 //! `Linear`: `y = x Wᵀ + b` on the fastest path this CPU has for the layer's shape.
 
-use rayon::prelude::*;
-
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 use super::amx::{self, PackedBf16};
 use super::math;
+use super::team::{Member, Shared};
 
 /// How the encoder's matmuls run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,10 +71,6 @@ pub(crate) struct Linear {
     bias: Vec<f32>,
 }
 
-/// Below this many multiply-adds a matmul runs on the calling thread (a rayon split costs
-/// more than it saves).
-const PARALLEL_MACS: usize = 1 << 18;
-
 impl Linear {
     /// `weight` is `[n, k]` (PyTorch's layout), `bias` is `[n]`. A layer whose shape has no
     /// whole AMX tiles stays in f32 whatever `kind` asks.
@@ -103,27 +98,48 @@ impl Linear {
         self.n
     }
 
-    /// `x` is `[m, k]`; returns `activation(x Wᵀ + b)`, `[m, n]`.
-    pub(crate) fn forward(&self, x: &[f32], m: usize, activation: Activation) -> Vec<f32> {
-        debug_assert_eq!(x.len(), m * self.k);
-        let mut y = vec![0f32; m * self.n];
+    /// bf16 scratch values [`Linear::forward`] needs for `m` rows.
+    pub(crate) fn scratch_len(&self, m: usize) -> usize {
+        match &self.weight {
+            Weight::F32(_) => 0,
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            Weight::Amx(packed) => packed.scratch_len(m),
+        }
+    }
+
+    /// `member`'s part of `y = activation(x Wᵀ + b)` (`x` is `[m, k]`, `y` is `[m, n]`):
+    /// every member of the team calls it with the same arguments, and `y` is complete
+    /// after the team's next sync.
+    pub(crate) fn forward(
+        &self,
+        member: Member<'_>,
+        x: &[f32],
+        m: usize,
+        activation: Activation,
+        scratch: &Shared<'_, u16>,
+        y: &Shared<'_, f32>,
+    ) {
+        assert_eq!(x.len(), m * self.k);
+        assert_eq!(y.len(), m * self.n);
         match &self.weight {
             Weight::F32(w) => {
-                self.forward_f32(w, x, m, &mut y);
-                if m * self.n >= PARALLEL_MACS / 16 {
-                    y.par_chunks_mut(self.n)
-                        .for_each(|row| activation.apply(row));
-                } else {
-                    activation.apply(&mut y);
-                }
+                let rows = member.share(m);
+                // SAFETY: these rows of y are this member's alone in this phase.
+                let out = unsafe { y.part_mut(rows.start * self.n..rows.end * self.n) };
+                self.forward_f32(
+                    w,
+                    &x[rows.start * self.k..rows.end * self.k],
+                    rows.len(),
+                    out,
+                );
+                activation.apply(out);
             }
             #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
             Weight::Amx(packed) => {
                 debug_assert_eq!(packed.n(), self.n);
-                packed.matmul(x, m, &self.bias, activation, &mut y)
+                packed.matmul(member, x, m, &self.bias, activation, scratch, y)
             }
         }
-        y
     }
 
     fn forward_f32(&self, w: &[f32], x: &[f32], m: usize, y: &mut [f32]) {
@@ -131,15 +147,12 @@ impl Linear {
         for row in y.chunks_exact_mut(n) {
             row.copy_from_slice(&self.bias);
         }
-        let parallelism = if m * n * k >= PARALLEL_MACS {
-            gemm::Parallelism::Rayon(rayon::current_num_threads())
-        } else {
-            gemm::Parallelism::None
-        };
+        if m == 0 {
+            return;
+        }
         // SAFETY: dst is [m, n] row-major (column stride 1, row stride n); lhs is x [m, k]
         // row-major; rhs(kk, j) = w[j * k + kk] (Wᵀ read in place). All three slices hold
-        // exactly those elements (asserted at construction and above), and dst does not
-        // alias the inputs.
+        // exactly those elements, and dst does not alias the inputs.
         unsafe {
             gemm::gemm(
                 m,
@@ -160,7 +173,7 @@ impl Linear {
                 false,
                 false,
                 false,
-                parallelism,
+                gemm::Parallelism::None,
             );
         }
     }
@@ -172,6 +185,17 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
+    use crate::embed::encoder::team::Team;
+
+    fn run(lin: &Linear, x: &[f32], m: usize, activation: Activation, threads: usize) -> Vec<f32> {
+        let team = Team::new(threads).unwrap();
+        let mut y = vec![f32::NAN; m * lin.n()];
+        let mut scratch = vec![0u16; lin.scratch_len(m)];
+        let (ys, ss) = (Shared::new(&mut y), Shared::new(&mut scratch));
+        team.run(|member| lin.forward(member, x, m, activation, &ss, &ys));
+        y
+    }
+
     #[test]
     fn f32_path_matches_f64_with_bias() {
         let mut rng = StdRng::seed_from_u64(5);
@@ -180,7 +204,7 @@ mod tests {
             let w: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
             let b: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
             let lin = Linear::new(w.clone(), b.clone(), n, k, MatmulKind::F32);
-            let y = lin.forward(&x, m, Activation::None);
+            let y = run(&lin, &x, m, Activation::None, 2);
             for i in 0..m {
                 for j in 0..n {
                     let want: f64 = b[j] as f64
@@ -200,12 +224,10 @@ mod tests {
         let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
         let w: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
         let b = vec![0.25; n];
-        let f32_out = Linear::new(w.clone(), b.clone(), n, k, MatmulKind::F32).forward(
-            &x,
-            m,
-            Activation::None,
-        );
-        let amx_out = Linear::new(w, b, n, k, MatmulKind::AmxBf16).forward(&x, m, Activation::None);
+        let f32_lin = Linear::new(w.clone(), b.clone(), n, k, MatmulKind::F32);
+        let f32_out = run(&f32_lin, &x, m, Activation::None, 2);
+        let amx_lin = Linear::new(w, b, n, k, MatmulKind::AmxBf16);
+        let amx_out = run(&amx_lin, &x, m, Activation::None, 2);
         assert_eq!(f32_out, amx_out);
     }
 
@@ -218,9 +240,9 @@ mod tests {
         let b: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
         for kind in [MatmulKind::F32, MatmulKind::AmxBf16] {
             let lin = Linear::new(w.clone(), b.clone(), n, k, kind);
-            let mut want = lin.forward(&x, m, Activation::None);
+            let mut want = run(&lin, &x, m, Activation::None, 2);
             math::gelu(&mut want);
-            let got = lin.forward(&x, m, Activation::Gelu);
+            let got = run(&lin, &x, m, Activation::Gelu, 2);
             assert_eq!(got, want, "{kind:?}");
             assert!(got.iter().any(|v| *v < 0.0) && got.iter().any(|v| *v > 0.5));
         }

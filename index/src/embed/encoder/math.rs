@@ -4,8 +4,6 @@
 //! prompt runs about a million GELUs, and a libm `erf` per element would cost more than
 //! all the matmuls of the AMX path together.
 
-use rayon::prelude::*;
-
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split in two (Cody-Waite) so `x - n ln2` stays exact for the reduced argument.
 const LN2_HI: f32 = 0.693_359_4;
@@ -81,35 +79,14 @@ pub(crate) fn softmax(row: &mut [f32]) {
     row.iter_mut().for_each(|x| *x *= inv);
 }
 
-/// Below this many values a row-wise op runs on the calling thread.
-const PARALLEL_VALUES: usize = 1 << 14;
-
-/// `rows = LayerNorm(rows + residual)` per row of `gamma.len()` values; `residual` may be
-/// empty (no residual).
-pub(crate) fn add_layer_norm(
-    rows: &mut [f32],
-    residual: &[f32],
+/// `row = LayerNorm(row + residual)` (no residual when `None`).
+pub(crate) fn norm_row(
+    row: &mut [f32],
+    residual: Option<&[f32]>,
     gamma: &[f32],
     beta: &[f32],
     eps: f32,
 ) {
-    let width = gamma.len();
-    assert!(residual.is_empty() || residual.len() == rows.len());
-    let norm = |(i, row): (usize, &mut [f32])| {
-        let residual = (!residual.is_empty()).then(|| &residual[i * width..][..width]);
-        norm_row(row, residual, gamma, beta, eps)
-    };
-    if rows.len() >= PARALLEL_VALUES {
-        rows.par_chunks_mut(width)
-            .enumerate()
-            .with_min_len(8)
-            .for_each(norm);
-    } else {
-        rows.chunks_exact_mut(width).enumerate().for_each(norm);
-    }
-}
-
-fn norm_row(row: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32) {
     let width = row.len() as f32;
     if let Some(residual) = residual {
         row.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
@@ -216,7 +193,12 @@ mod tests {
             .zip(&residual)
             .map(|(a, b)| *a as f64 + *b as f64)
             .collect();
-        add_layer_norm(&mut rows, &residual, &gamma, &beta, 1e-12);
+        for (row, res) in rows
+            .chunks_exact_mut(width)
+            .zip(residual.chunks_exact(width))
+        {
+            norm_row(row, Some(res), &gamma, &beta, 1e-12);
+        }
         for (row_in, row_out) in input.chunks(width).zip(rows.chunks(width)) {
             let mean = row_in.iter().sum::<f64>() / width as f64;
             let var = row_in.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / width as f64;

@@ -12,19 +12,21 @@
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx;
 mod attention;
-mod disjoint;
 mod linear;
 mod math;
+mod team;
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::{Config, HiddenAct, PositionEmbeddingType};
 
 pub use linear::MatmulKind;
 use linear::{Activation, Linear};
+use team::{Member, Shared, Team};
 
 use super::l2_normalize;
 use crate::{IndexError, Result};
@@ -56,6 +58,8 @@ pub(crate) struct Encoder {
     embedding_norm: Norm,
     layers: Vec<Layer>,
     kind: MatmulKind,
+    team: Team,
+    workspace: Mutex<Workspace>,
 }
 
 /// The tensors of a safetensors file by name, with or without a `bert.` prefix.
@@ -139,6 +143,7 @@ impl Encoder {
             ));
         }
         let tensors = Tensors::read(weights)?;
+        let team = Team::new(rayon::current_num_threads()).map_err(fail)?;
         let (h, inter) = (config.hidden_size, config.intermediate_size);
         let load = || -> std::result::Result<Self, String> {
             let emb = "embeddings";
@@ -193,6 +198,8 @@ impl Encoder {
                 embedding_norm: tensors.norm(&format!("{emb}.LayerNorm"), h)?,
                 layers,
                 kind,
+                team,
+                workspace: Mutex::new(Workspace::default()),
             })
         };
         load().map_err(fail)
@@ -206,7 +213,7 @@ impl Encoder {
     pub(crate) fn embed(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         let vocab = self.word.len() / self.hidden;
         let mut ranges: Vec<Range<usize>> = Vec::with_capacity(sequences.len());
-        let mut start = 0;
+        let mut tokens = Vec::new();
         for ids in sequences {
             if ids.is_empty() || ids.len() > self.max_positions {
                 return Err(IndexError::Embed {
@@ -222,20 +229,31 @@ impl Encoder {
                     reason: format!("token id {bad} is outside the vocabulary of {vocab}"),
                 });
             }
-            ranges.push(start..start + ids.len());
-            start += ids.len();
+            ranges.push(tokens.len()..tokens.len() + ids.len());
+            tokens.extend(ids.iter().enumerate().map(|(pos, &id)| (id, pos)));
         }
-        let mut hidden = self.embeddings(sequences);
-        for layer in &self.layers {
-            hidden = self.layer(layer, hidden, &ranges);
-        }
+        let (n, h) = (tokens.len(), self.hidden);
+        let scratch = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.qkv, &l.attention_out, &l.intermediate, &l.output])
+            .map(|lin| lin.scratch_len(n))
+            .max()
+            .unwrap_or(0);
+        let inter = self.layers.first().map_or(0, |l| l.intermediate.n());
+        let mut workspace = self
+            .workspace
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let ws = &mut *workspace;
+        let buffers = ws.fit(n, h, inter, scratch);
+        self.team
+            .run(|member| self.forward(member, &tokens, &ranges, &buffers));
         Ok(ranges
             .iter()
             .map(|rows| {
-                let mut mean = vec![0f32; self.hidden];
-                for row in hidden[rows.start * self.hidden..rows.end * self.hidden]
-                    .chunks_exact(self.hidden)
-                {
+                let mut mean = vec![0f32; h];
+                for row in ws.hidden[rows.start * h..rows.end * h].chunks_exact(h) {
                     mean.iter_mut().zip(row).for_each(|(m, x)| *m += x);
                 }
                 let inv = 1.0 / rows.len() as f32;
@@ -246,43 +264,123 @@ impl Encoder {
             .collect())
     }
 
-    /// Word + position + token-type-0 embeddings, layer-normed: `[tokens, hidden]`.
-    fn embeddings(&self, sequences: &[Vec<u32>]) -> Vec<f32> {
-        let h = self.hidden;
-        let mut out = Vec::with_capacity(sequences.iter().map(Vec::len).sum::<usize>() * h);
-        for ids in sequences {
-            for (pos, &id) in ids.iter().enumerate() {
-                let word = &self.word[id as usize * h..][..h];
-                let position = &self.position[pos * h..][..h];
-                out.extend(
-                    word.iter()
-                        .zip(position)
-                        .zip(&self.token_type0)
-                        .map(|((w, p), t)| w + p + t),
-                );
+    /// `member`'s part of the forward: the last hidden states end in `b.hidden`.
+    /// `tokens` is every token's (id, position in its sequence), sequences one after another.
+    fn forward(
+        &self,
+        member: Member<'_>,
+        tokens: &[(u32, usize)],
+        ranges: &[Range<usize>],
+        b: &Buffers<'_>,
+    ) {
+        let (n, h, eps) = (tokens.len(), self.hidden, self.eps);
+        // Every phase below writes only the member's share, reads only what earlier phases
+        // wrote, and ends with a sync; the SAFETY notes name the phase's writes.
+        for t in member.share(n) {
+            // SAFETY: phase "embeddings" writes this member's rows of hidden.
+            let row = unsafe { b.hidden.part_mut(t * h..(t + 1) * h) };
+            let (id, pos) = tokens[t];
+            let word = &self.word[id as usize * h..][..h];
+            let position = &self.position[pos * h..][..h];
+            for (((r, w), p), ty) in row
+                .iter_mut()
+                .zip(word)
+                .zip(position)
+                .zip(&self.token_type0)
+            {
+                *r = w + p + ty;
             }
+            let norm = &self.embedding_norm;
+            math::norm_row(row, None, &norm.gamma, &norm.beta, eps);
         }
-        let norm = &self.embedding_norm;
-        math::add_layer_norm(&mut out, &[], &norm.gamma, &norm.beta, self.eps);
-        out
+        member.sync();
+        let mut scores = Vec::new();
+        for layer in &self.layers {
+            // SAFETY (each `part` below): the buffer read is not written in that phase.
+            let hidden = unsafe { b.hidden.part(0..n * h) };
+            layer
+                .qkv
+                .forward(member, hidden, n, Activation::None, &b.scratch, &b.qkv);
+            member.sync();
+            let qkv = unsafe { b.qkv.part(0..b.qkv.len()) };
+            attention::self_attention(member, qkv, ranges, h, self.heads, &b.ctx, &mut scores);
+            member.sync();
+            let ctx = unsafe { b.ctx.part(0..n * h) };
+            layer
+                .attention_out
+                .forward(member, ctx, n, Activation::None, &b.scratch, &b.attended);
+            member.sync();
+            for t in member.share(n) {
+                // SAFETY: phase "attention norm" writes this member's rows of attended.
+                let row = unsafe { b.attended.part_mut(t * h..(t + 1) * h) };
+                let residual = unsafe { b.hidden.part(t * h..(t + 1) * h) };
+                let norm = &layer.attention_norm;
+                math::norm_row(row, Some(residual), &norm.gamma, &norm.beta, eps);
+            }
+            member.sync();
+            let attended = unsafe { b.attended.part(0..n * h) };
+            layer
+                .intermediate
+                .forward(member, attended, n, Activation::Gelu, &b.scratch, &b.inner);
+            member.sync();
+            // The FFN output reuses ctx, which nothing reads any more in this layer.
+            let inner = unsafe { b.inner.part(0..b.inner.len()) };
+            layer
+                .output
+                .forward(member, inner, n, Activation::None, &b.scratch, &b.ctx);
+            member.sync();
+            for t in member.share(n) {
+                // SAFETY: phase "output norm" writes this member's rows of hidden.
+                let row = unsafe { b.hidden.part_mut(t * h..(t + 1) * h) };
+                row.copy_from_slice(unsafe { b.ctx.part(t * h..(t + 1) * h) });
+                let residual = unsafe { b.attended.part(t * h..(t + 1) * h) };
+                let norm = &layer.output_norm;
+                math::norm_row(row, Some(residual), &norm.gamma, &norm.beta, eps);
+            }
+            member.sync();
+        }
     }
+}
 
-    fn layer(&self, layer: &Layer, input: Vec<f32>, ranges: &[Range<usize>]) -> Vec<f32> {
-        let tokens = input.len() / self.hidden;
-        let qkv = layer.qkv.forward(&input, tokens, Activation::None);
-        let context = attention::self_attention(&qkv, ranges, self.hidden, self.heads);
-        let mut attended = layer
-            .attention_out
-            .forward(&context, tokens, Activation::None);
-        let norm = &layer.attention_norm;
-        math::add_layer_norm(&mut attended, &input, &norm.gamma, &norm.beta, self.eps);
-        let inner = layer
-            .intermediate
-            .forward(&attended, tokens, Activation::Gelu);
-        debug_assert_eq!(inner.len(), tokens * layer.intermediate.n());
-        let mut out = layer.output.forward(&inner, tokens, Activation::None);
-        let norm = &layer.output_norm;
-        math::add_layer_norm(&mut out, &attended, &norm.gamma, &norm.beta, self.eps);
-        out
+/// The forward's buffers, kept between calls: fresh multi-megabyte vectors cost page
+/// faults on every call (about a tenth of a short embedding).
+#[derive(Default)]
+struct Workspace {
+    hidden: Vec<f32>,
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    attended: Vec<f32>,
+    inner: Vec<f32>,
+    scratch: Vec<u16>,
+}
+
+/// Views of a [`Workspace`] sized for one call, shared by the team.
+struct Buffers<'a> {
+    hidden: Shared<'a, f32>,
+    qkv: Shared<'a, f32>,
+    ctx: Shared<'a, f32>,
+    attended: Shared<'a, f32>,
+    inner: Shared<'a, f32>,
+    scratch: Shared<'a, u16>,
+}
+
+impl Workspace {
+    /// Grows the buffers to `tokens` rows (never shrinks) and views exactly that many. Old
+    /// contents are not cleared: the forward writes every element before reading it.
+    fn fit(&mut self, tokens: usize, hidden: usize, inter: usize, scratch: usize) -> Buffers<'_> {
+        fn view<T: Copy + Default>(buffer: &mut Vec<T>, len: usize) -> Shared<'_, T> {
+            if buffer.len() < len {
+                buffer.resize(len, T::default());
+            }
+            Shared::new(&mut buffer[..len])
+        }
+        Buffers {
+            hidden: view(&mut self.hidden, tokens * hidden),
+            qkv: view(&mut self.qkv, tokens * 3 * hidden),
+            ctx: view(&mut self.ctx, tokens * hidden),
+            attended: view(&mut self.attended, tokens * hidden),
+            inner: view(&mut self.inner, tokens * inter),
+            scratch: view(&mut self.scratch, scratch),
+        }
     }
 }
