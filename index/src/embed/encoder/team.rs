@@ -3,8 +3,9 @@
 //! Why not rayon's fork-join per op: a MiniLM forward is about 40 short phases (20 to 300
 //! µs each), and between two `par_iter`s rayon's idle workers fall asleep and must be
 //! woken through the kernel, which cost about a fifth of a 100-token embedding. A team
-//! runs the whole forward as one job on every thread of its own pool: each member does its
-//! share of every phase, and a spinning [`Barrier`] separates the phases.
+//! runs the whole forward as one job on the calling thread and the threads of its own
+//! pool: each member does its share of every phase, and a spinning [`Barrier`] separates
+//! the phases.
 //!
 //! Buffers the members share are [`Shared`] views: within a phase each member writes only
 //! its own part and reads only what earlier phases wrote; the barrier orders the phases.
@@ -19,36 +20,48 @@ use std::time::{Duration, Instant};
 const SPIN_FOR: Duration = Duration::from_micros(100);
 
 pub(crate) struct Team {
+    /// Members 1.. run on these threads; member 0 is the calling thread, which is awake
+    /// already (waking a sleeping thread can take milliseconds on a busy machine).
     pool: rayon::ThreadPool,
+    members: usize,
 }
 
 impl Team {
-    pub(crate) fn new(threads: usize) -> std::result::Result<Self, String> {
+    pub(crate) fn new(members: usize) -> std::result::Result<Self, String> {
+        let members = members.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .thread_name(|i| format!("loramux-embed-{i}"))
+            .num_threads(members.saturating_sub(1).max(1))
+            .thread_name(|i| format!("loramux-embed-{}", i + 1))
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Self { pool })
-    }
-
-    pub(crate) fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        Ok(Self { pool, members })
     }
 
     /// Runs `work` once on every member and returns when all have finished. A panic in
     /// one member makes the others panic at their next barrier instead of waiting forever,
     /// and the panic reaches the caller.
     pub(crate) fn run<F: Fn(Member<'_>) + Sync>(&self, work: F) {
-        let barrier = Barrier::new(self.threads());
-        self.pool.broadcast(|ctx| {
+        let barrier = Barrier::new(self.members);
+        let member = |index| {
             let poison = PoisonOnUnwind(&barrier);
             work(Member {
-                index: ctx.index(),
-                count: ctx.num_threads(),
+                index,
+                count: self.members,
                 barrier: &barrier,
             });
             std::mem::forget(poison);
+        };
+        if self.members == 1 {
+            return member(0);
+        }
+        // The pool has exactly one thread per spawned member, and only one run uses it
+        // at a time (the encoder's workspace lock), so every member gets a thread at once.
+        self.pool.in_place_scope(|scope| {
+            for index in 1..self.members {
+                let member = &member;
+                scope.spawn(move |_| member(index));
+            }
+            member(0);
         });
     }
 }
