@@ -38,6 +38,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(v.len(), embedder.dim());
     }
     times.sort_by(f64::total_cmp);
+    let start = Instant::now();
+    for _ in 0..iterations {
+        embedder.count_tokens(prompt)?;
+    }
+    println!("tokenize alone: {:.3} ms", start.elapsed().as_secs_f64() * 1e3 / iterations as f64);
     println!(
         "p50 {:.3} ms, p10 {:.3} ms, p90 {:.3} ms",
         times[times.len() / 2],

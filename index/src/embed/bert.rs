@@ -177,12 +177,15 @@ impl BertEmbedder {
     }
 
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| IndexError::Embed {
-                reason: e.to_string(),
-            })?;
+        // One text is encoded on this thread: `encode_batch` hands even a single text to
+        // rayon's global pool, and waking a pool thread can cost more than the encoding.
+        let encodings = match texts {
+            [text] => self.tokenizer.encode(*text, true).map(|e| vec![e]),
+            _ => self.tokenizer.encode_batch(texts.to_vec(), true),
+        }
+        .map_err(|e| IndexError::Embed {
+            reason: e.to_string(),
+        })?;
         let model = match &self.backend {
             Backend::Host(encoder) => {
                 let ids: Vec<Vec<u32>> = encodings.iter().map(|e| e.get_ids().to_vec()).collect();
