@@ -42,7 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..iterations {
         embedder.count_tokens(prompt)?;
     }
-    println!("tokenize alone: {:.3} ms", start.elapsed().as_secs_f64() * 1e3 / iterations as f64);
+    println!(
+        "tokenize alone: {:.3} ms",
+        start.elapsed().as_secs_f64() * 1e3 / iterations as f64
+    );
     println!(
         "p50 {:.3} ms, p10 {:.3} ms, p90 {:.3} ms",
         times[times.len() / 2],
