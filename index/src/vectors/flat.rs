@@ -12,6 +12,7 @@ use std::collections::BinaryHeap;
 use std::path::Path;
 use std::sync::Mutex;
 
+use super::quant::{self, Codes};
 use crate::embed::dot;
 use crate::{IndexError, Result};
 
@@ -118,6 +119,10 @@ struct Scratch {
     generation: u32,
     candidates: BinaryHeap<Scored>,
     results: BinaryHeap<Reverse<Scored>>,
+    /// The unvisited neighbours of the point being expanded.
+    fresh: Vec<u32>,
+    /// The query, quantized like [`Codes`].
+    query: Vec<i8>,
 }
 
 impl Scratch {
@@ -146,6 +151,8 @@ impl Scratch {
 pub(crate) struct FlatGraph {
     dim: usize,
     vectors: Vec<f32>,
+    /// `vectors` in 8 bits, for the graph walk.
+    codes: Codes,
     links: Links,
     /// Scratch spaces of finished searches; a search takes one (or makes one) and puts it
     /// back, so concurrent searches never share one and the lock is held for a pop/push.
@@ -161,10 +168,11 @@ impl FlatGraph {
     /// The caller guarantees the shape contract (`vectors.len()` a multiple of `dim`,
     /// `links` valid and covering at most the points).
     pub(crate) fn from_parts(dim: usize, vectors: Vec<f32>, links: Links) -> Self {
-        debug_assert!(vectors.len() % dim.max(1) == 0);
+        debug_assert!(vectors.len().is_multiple_of(dim.max(1)));
         debug_assert!(links.linked() <= vectors.len() / dim.max(1));
         Self {
             dim,
+            codes: Codes::new(dim, &vectors),
             vectors,
             links,
             pool: Mutex::new(Vec::new()),
@@ -200,6 +208,7 @@ impl FlatGraph {
     pub(crate) fn push(&mut self, vector: &[f32]) {
         debug_assert_eq!(vector.len(), self.dim);
         self.vectors.extend_from_slice(vector);
+        self.codes.push(vector);
     }
 
     /// Replaces the links by a fresh export covering at most every point.
@@ -224,7 +233,15 @@ impl FlatGraph {
                 .pop()
                 .unwrap_or_default();
             self.search_links(query, ef.max(k), &mut scratch);
-            found.extend(scratch.results.drain().map(|Reverse(s)| s));
+            // The walk scored with 8-bit codes: re-score its `ef` best exactly.
+            scratch
+                .results
+                .iter()
+                .for_each(|Reverse(s)| prefetch(self.row(s.id)));
+            found.extend(scratch.results.drain().map(|Reverse(s)| Scored {
+                sim: dot(query, self.row(s.id)),
+                id: s.id,
+            }));
             self.pool
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -245,15 +262,18 @@ impl FlatGraph {
     /// Leaves the `ef` best linked points in `scratch.results`.
     fn search_links(&self, query: &[f32], ef: usize, scratch: &mut Scratch) {
         let links = &self.links;
+        let mut q = std::mem::take(&mut scratch.query);
+        let scale = quant::encode(query, &mut q);
+        let score = |p: u32| self.codes.sim(&q, scale, p);
         let mut best = Scored {
-            sim: dot(query, self.row(links.entry)),
+            sim: score(links.entry),
             id: links.entry,
         };
         for layer in links.layers.iter().skip(1).rev() {
             loop {
                 let before = best.id;
                 for &n in layer.neighbours(best.id) {
-                    let sim = dot(query, self.row(n));
+                    let sim = score(n);
                     if sim > best.sim {
                         best = Scored { sim, id: n };
                     }
@@ -273,11 +293,19 @@ impl FlatGraph {
             if c.sim < worst && scratch.results.len() >= ef {
                 break;
             }
+            // Two passes: the first finds the unvisited neighbours and starts loading their
+            // vectors (random rows, mostly out of cache) so the loads overlap; the second
+            // scores them.
+            let mut fresh = std::mem::take(&mut scratch.fresh);
+            fresh.clear();
             for &n in bottom.neighbours(c.id) {
-                if !scratch.visit(n) {
-                    continue;
+                if scratch.visit(n) {
+                    fresh.push(n);
+                    prefetch(self.codes.row(n));
                 }
-                let sim = dot(query, self.row(n));
+            }
+            for &n in &fresh {
+                let sim = score(n);
                 let worst = scratch.results.peek().map_or(f32::MIN, |r| r.0.sim);
                 if scratch.results.len() < ef || sim > worst {
                     let s = Scored { sim, id: n };
@@ -288,8 +316,26 @@ impl FlatGraph {
                     }
                 }
             }
+            scratch.fresh = fresh;
+        }
+        scratch.query = q;
+    }
+}
+
+/// Asks the CPU to start loading `row` into cache (a hint; no effect elsewhere).
+#[inline(always)]
+fn prefetch<T>(row: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for line in row.chunks(64 / std::mem::size_of::<T>().max(1)) {
+            // SAFETY: SSE is part of the x86_64 baseline, and a prefetch of any address is
+            // only a hint (it never faults); these addresses are in `row` anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
 }
 
 #[cfg(test)]

@@ -38,7 +38,11 @@ pub(crate) fn write(path: &Path, graph: &FlatGraph) -> Result<u64> {
         points: graph.points() as u32,
         linked: links.linked() as u32,
         entry: links.entry,
-        edges: links.layers.iter().map(|l| l.targets.len() as u64).collect(),
+        edges: links
+            .layers
+            .iter()
+            .map(|l| l.targets.len() as u64)
+            .collect(),
     };
     let mut sum = Checksum::default();
     let head = header.bytes();
@@ -81,7 +85,8 @@ pub(crate) fn read(path: &Path, dim: usize, points: usize) -> Result<FlatGraph> 
     if &fixed[..8] != MAGIC {
         return Err(bad("not a flat graph file (bad magic)".into()));
     }
-    let word = |i: usize| u32::from_le_bytes(fixed[8 + 4 * i..12 + 4 * i].try_into().unwrap_or_default());
+    let word =
+        |i: usize| u32::from_le_bytes(fixed[8 + 4 * i..12 + 4 * i].try_into().unwrap_or_default());
     let (file_dim, file_points, linked, layers, entry) =
         (word(0), word(1), word(2), word(3) as usize, word(4));
     let stored_sum = u64::from_le_bytes(fixed[FIXED - 8..].try_into().unwrap_or_default());
@@ -230,14 +235,18 @@ impl Checksum {
             for (i, lane) in self.lanes.iter_mut().enumerate() {
                 let mut w = [0u8; 8];
                 w.copy_from_slice(&chunk[8 * i..8 * i + 8]);
-                *lane = (*lane ^ u64::from_le_bytes(w)).wrapping_mul(PRIME).rotate_left(29);
+                *lane = (*lane ^ u64::from_le_bytes(w))
+                    .wrapping_mul(PRIME)
+                    .rotate_left(29);
             }
         }
         for (i, word) in tail.chunks(8).enumerate() {
             let mut w = [0u8; 8];
             w[..word.len()].copy_from_slice(word);
             let lane = &mut self.lanes[i];
-            *lane = (*lane ^ u64::from_le_bytes(w)).wrapping_mul(PRIME).rotate_left(29);
+            *lane = (*lane ^ u64::from_le_bytes(w))
+                .wrapping_mul(PRIME)
+                .rotate_left(29);
         }
         self.total = (self.total ^ bytes.len() as u64)
             .wrapping_mul(PRIME)
@@ -264,11 +273,7 @@ mod tests {
             ],
             entry: 2,
         };
-        let mut g = FlatGraph::from_parts(
-            3,
-            (0..9).map(|i| i as f32 / 10.0).collect(),
-            links,
-        );
+        let mut g = FlatGraph::from_parts(3, (0..9).map(|i| i as f32 / 10.0).collect(), links);
         g.push(&[0.5, 0.5, 0.5]);
         g
     }

@@ -14,6 +14,7 @@ mod flat;
 mod flat_file;
 mod graph;
 mod persist;
+mod quant;
 
 pub use graph::{GraphParams, UnitCosine};
 
@@ -259,8 +260,12 @@ impl VectorIndex {
             Err(e) => {
                 tracing::warn!(error = %e, "hnsw_rs graph unreadable; rebuilding it from the vectors");
                 let mut g = Graph::new(self.params, points);
-                let rows: Vec<(&[f32], usize)> =
-                    self.flat.vectors().chunks_exact(self.dim).zip(0..).collect();
+                let rows: Vec<(&[f32], usize)> = self
+                    .flat
+                    .vectors()
+                    .chunks_exact(self.dim)
+                    .zip(0..)
+                    .collect();
                 g.insert(&rows);
                 // The new graph's links differ from the flat copy's.
                 export_links(&g, &mut self.flat);
@@ -448,7 +453,11 @@ mod tests {
                 .iter()
                 .map(|h| h.0)
                 .collect();
-            let theirs: Vec<usize> = g.search(q, k, params.ef_search).iter().map(|h| h.0).collect();
+            let theirs: Vec<usize> = g
+                .search(q, k, params.ef_search)
+                .iter()
+                .map(|h| h.0)
+                .collect();
             assert_eq!(ours.len(), k);
             flat_hits += overlap(&ours, &exact);
             hnsw_hits += overlap(&theirs, &exact);
@@ -461,7 +470,11 @@ mod tests {
             flat_recall >= hnsw_recall - 0.01,
             "flat {flat_recall} vs hnsw_rs {hnsw_recall}"
         );
-        assert!(agree as f64 / total >= 0.95, "agreement {}", agree as f64 / total);
+        assert!(
+            agree as f64 / total >= 0.95,
+            "agreement {}",
+            agree as f64 / total
+        );
         // Similarities are exact dot products, best first.
         let q = &queries[0];
         let hits = flat.search(q, k, params.ef_search);

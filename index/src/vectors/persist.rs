@@ -168,11 +168,7 @@ impl VectorIndex {
             });
         }
         let basename = format!("g{nanos:x}-{}", std::process::id());
-        let saved = self
-            .saved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(s) = saved {
             if same_dir(&s.dir, dir) && s.intact() {
                 return Ok(s);
@@ -264,7 +260,11 @@ impl VectorIndex {
                     )));
                 }
                 let (links, vectors) = graph.export(Some(dim))?;
-                (Some(graph), FlatGraph::from_parts(dim, vectors, links), None)
+                (
+                    Some(graph),
+                    FlatGraph::from_parts(dim, vectors, links),
+                    None,
+                )
             }
         };
         let mut by_key = HashMap::new();
@@ -434,7 +434,9 @@ mod tests {
         assert_eq!(moved.len(), 49);
         let v = super::super::tests::random_units(1, 24, 22).remove(0);
         let new = AdapterKey::new("new").unwrap();
-        moved.insert(&new, 1, &[(TextKind::Example, v.clone())]).unwrap();
+        moved
+            .insert(&new, 1, &[(TextKind::Example, v.clone())])
+            .unwrap();
         assert_eq!(moved.search(&v, 1).unwrap()[0].key, new);
     }
 
@@ -468,7 +470,8 @@ mod tests {
         let mut back = VectorIndex::load(dir.path(), "emb", 24).unwrap().unwrap();
         let new = AdapterKey::new("new").unwrap();
         let v = super::super::tests::random_units(1, 24, 42).remove(0);
-        back.insert(&new, 1, &[(TextKind::Example, v.clone())]).unwrap();
+        back.insert(&new, 1, &[(TextKind::Example, v.clone())])
+            .unwrap();
         assert_eq!(back.search(&v, 1).unwrap()[0].key, new);
         assert_eq!(back.search(&vs[33], 1).unwrap()[0].key.as_str(), "a6");
         // The 200 saved points were all pending (under MAX_PENDING); the rebuilt graph's
@@ -486,7 +489,8 @@ mod tests {
         // What format 1 wrote: no flat file, no flat_bytes.
         std::fs::remove_file(files_ending(dir.path(), ".flat").remove(0)).unwrap();
         let path = dir.path().join(MANIFEST);
-        let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         m["format"] = 1.into();
         m.as_object_mut().unwrap().remove("flat_bytes");
         std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
