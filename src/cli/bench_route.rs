@@ -72,11 +72,12 @@ pub fn run(args: BenchRouteArgs) -> anyhow::Result<()> {
         r.first_insert_after_load_s
     );
     println!(
-        "search alone (k = {}): p50 {:.3} ms, p99 {:.3} ms, recall@1 {:.3}, top-{} vs exact scan {:.3}",
+        "search alone (k = {}): p50 {:.3} ms, p99 {:.3} ms, recall@1 {:.3}; vs an exact scan: top-10 {:.3}, top-{} {:.3}",
         cfg.retrieval.search_k,
         r.search.p50_ms,
         r.search.p99_ms,
         r.search_recall_at_1,
+        r.search_recall_at_10_vs_exact,
         cfg.retrieval.search_k,
         r.search_recall_vs_exact
     );
