@@ -472,6 +472,60 @@ fn reopen_repairs_interrupted_states() {
     assert_eq!(hits[0].key, key("c"));
 }
 
+#[test]
+fn a_damaged_flat_index_file_is_rebuilt_and_inserts_work_after_a_reload() {
+    let fx = Fixture::new();
+    let mut reg = fx.open();
+    let register = |reg: &mut Registry, name: &str| {
+        let src = fx.adapter(name, name);
+        let example = format!("example {name}");
+        reg.register(
+            fx.request(name, src, &format!("adapter {name}"), &[&example]),
+            &AcceptAll(summary()),
+        )
+        .unwrap();
+    };
+    for name in ["a", "b", "c"] {
+        register(&mut reg, name);
+    }
+    drop(reg);
+    let top = |reg: &Registry, text: &str| {
+        let q = WordsEmbedder.embed_one(text).unwrap();
+        reg.index().search(&q, 1).unwrap()[0].key.clone()
+    };
+
+    // A clean reopen loads the saved index; a registration after it (hnsw_rs's graph is
+    // read back only then) is found, now and after another reopen.
+    let mut reg = fx.open();
+    assert_eq!(reg.open_report().index, IndexState::Loaded);
+    register(&mut reg, "d");
+    assert_eq!(top(&reg, "example d"), key("d"));
+    drop(reg);
+    let reg = fx.open();
+    assert_eq!(reg.open_report().index, IndexState::Loaded);
+    assert_eq!(top(&reg, "example d"), key("d"));
+    drop(reg);
+
+    // One flipped byte in the flat file: the registry rebuilds the index from the catalog.
+    let flat: Vec<PathBuf> = std::fs::read_dir(fx.root.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "flat"))
+        .collect();
+    assert_eq!(flat.len(), 1, "{flat:?}");
+    let mut bytes = std::fs::read(&flat[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&flat[0], &bytes).unwrap();
+    let reg = fx.open();
+    match &reg.open_report().index {
+        IndexState::Rebuilt { reason } => assert!(reason.contains("checksum"), "{reason}"),
+        other => panic!("expected a rebuild, got {other:?}"),
+    }
+    assert_consistent(&reg);
+    assert_eq!(top(&reg, "example c"), key("c"));
+}
+
 const CHILD_ENV: &str = "LORAMUX_TEST_KILL_DIR";
 
 /// A validator that signals it runs, then hangs until the process is killed.

@@ -5,18 +5,33 @@
 //! dense (`0..points`); each maps to the adapter that owns it. Removing or replacing an
 //! adapter tombstones its points (HNSW cannot delete); searches skip them, and the owner
 //! rebuilds once tombstones pass [`VectorIndex::needs_compaction`].
+//!
+//! hnsw_rs builds the graph ([`graph`]); searches run on a flat copy of it ([`flat`]),
+//! exported after inserts and saved beside hnsw_rs's dump, so a reload reads the flat copy
+//! only and hnsw_rs's graph is read back when an insert first needs it.
 
+mod flat;
+mod flat_file;
 mod graph;
 mod persist;
+mod quant;
 
 pub use graph::{GraphParams, UnitCosine};
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{AdapterKey, IndexError, Result};
+use flat::FlatGraph;
 use graph::Graph;
+
+/// Points inserted since the last export of the links, which every search scans
+/// exhaustively (~40 ns each at 384 dims), before the links are exported again (a walk over
+/// all of hnsw_rs's graph, about a microsecond per point).
+const MAX_PENDING: usize = 1024;
 
 /// What an indexed text is, for explaining hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -69,8 +84,27 @@ pub struct Hit {
     pub similarity: f32,
 }
 
+/// The files a graph was saved to (or loaded from): `<basename>.hnsw.graph`, `.hnsw.data`
+/// and `.flat` in `dir`, with their sizes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SavedGraph {
+    pub(crate) dir: PathBuf,
+    pub(crate) basename: String,
+    pub(crate) graph_bytes: u64,
+    pub(crate) data_bytes: u64,
+    pub(crate) flat_bytes: u64,
+}
+
 pub struct VectorIndex {
-    graph: Graph,
+    /// hnsw_rs's graph, which only inserts need: `None` after a load, until the first
+    /// insert reads it from `saved`.
+    hnsw: Option<Graph>,
+    /// What searches walk: the same points, links exported from `hnsw`.
+    flat: FlatGraph,
+    params: GraphParams,
+    /// The files that hold exactly this graph (set by a load or a save, cleared by an
+    /// insert): a save into the same folder reuses them, and a lazy load reads them.
+    saved: Mutex<Option<SavedGraph>>,
     dim: usize,
     embedder: String,
     entries: Vec<Entry>,
@@ -82,7 +116,10 @@ pub struct VectorIndex {
 impl VectorIndex {
     pub fn new(dim: usize, embedder: &str, params: GraphParams, capacity: usize) -> Self {
         Self {
-            graph: Graph::new(params, capacity),
+            hnsw: Some(Graph::new(params, capacity)),
+            flat: FlatGraph::new(dim, capacity),
+            params,
+            saved: Mutex::new(None),
             dim,
             embedder: embedder.to_string(),
             entries: Vec::new(),
@@ -102,7 +139,7 @@ impl VectorIndex {
     }
 
     pub fn params(&self) -> GraphParams {
-        self.graph.params()
+        self.params
     }
 
     /// Live adapters.
@@ -158,6 +195,10 @@ impl VectorIndex {
                 });
             }
         }
+        let mut graph = match self.hnsw.take() {
+            Some(g) => g,
+            None => self.read_hnsw(),
+        };
         let mut batch: Vec<(&[f32], usize)> = Vec::new();
         for (key, revision, vectors) in adapters {
             self.remove(key);
@@ -171,10 +212,66 @@ impl VectorIndex {
             for (kind, v) in vectors.iter() {
                 batch.push((v.as_slice(), self.points.len()));
                 self.points.push(PointOwner { entry, kind: *kind });
+                self.flat.push(v);
             }
         }
-        self.graph.insert(&batch);
+        graph.insert(&batch);
+        self.hnsw = Some(graph);
+        *self.saved.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+        if self.flat.pending() >= MAX_PENDING {
+            if let Some(g) = &self.hnsw {
+                export_links(g, &mut self.flat);
+            }
+        }
         Ok(())
+    }
+
+    /// hnsw_rs's graph from the saved dump; when that is gone or unreadable, rebuilt from
+    /// the flat copy's vectors (slow, but the flat copy holds every point).
+    fn read_hnsw(&mut self) -> Graph {
+        let points = self.flat.points();
+        if points == 0 {
+            return Graph::new(self.params, 16);
+        }
+        let saved = self
+            .saved
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let _span = tracing::info_span!("index_read_hnsw", points).entered();
+        let loaded = match saved {
+            Some(s) => Graph::load(&s.dir, &s.basename).and_then(|g| {
+                if g.len() == points {
+                    Ok(g)
+                } else {
+                    Err(IndexError::VectorIndex {
+                        path: s.dir.join(&s.basename),
+                        reason: format!("{} points; the index has {points}", g.len()),
+                    })
+                }
+            }),
+            None => Err(IndexError::VectorIndex {
+                path: PathBuf::from("(no saved hnsw_rs dump)"),
+                reason: format!("{points} points were loaded without hnsw_rs's graph"),
+            }),
+        };
+        match loaded {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "hnsw_rs graph unreadable; rebuilding it from the vectors");
+                let mut g = Graph::new(self.params, points);
+                let rows: Vec<(&[f32], usize)> = self
+                    .flat
+                    .vectors()
+                    .chunks_exact(self.dim)
+                    .zip(0..)
+                    .collect();
+                g.insert(&rows);
+                // The new graph's links differ from the flat copy's.
+                export_links(&g, &mut self.flat);
+                g
+            }
+        }
     }
 
     /// Tombstones an adapter's points; returns whether it was present.
@@ -206,7 +303,8 @@ impl VectorIndex {
             let live = (self.points.len() - self.dead_points).max(1);
             (k * self.points.len()).div_ceil(live) + 4
         };
-        let found = self.graph.search(query, fetch);
+        let ef = self.params.ef_search.max(fetch);
+        let found = self.flat.search(query, fetch, ef);
         Ok(found
             .into_iter()
             .filter_map(|(id, similarity)| {
@@ -220,6 +318,22 @@ impl VectorIndex {
             })
             .take(k)
             .collect())
+    }
+}
+
+/// Copies hnsw_rs's links into the flat graph, so no point is left pending. A failure
+/// (a graph that breaks hnsw_rs's own invariants) keeps the old links: the points stay
+/// pending, and searches stay exact for them.
+fn export_links(graph: &Graph, flat: &mut FlatGraph) {
+    let _span = tracing::debug_span!("index_export_links", points = flat.points()).entered();
+    match graph.export(None) {
+        Ok((links, _)) if links.linked() == flat.points() => flat.set_links(links),
+        Ok((links, _)) => tracing::warn!(
+            linked = links.linked(),
+            points = flat.points(),
+            "hnsw_rs graph and index disagree on the point count; links not exported"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not export the hnsw_rs links"),
     }
 }
 
@@ -288,5 +402,106 @@ mod tests {
             })
         ));
         assert!(idx.search(&[1.0; 5], 1).is_err());
+    }
+
+    /// Seeded random unit vectors (uniform in the cube, normalized).
+    pub(crate) fn random_units(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                let mut v: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+                crate::embed::l2_normalize(&mut v);
+                v
+            })
+            .collect()
+    }
+
+    /// The exact top `k` point ids by an f64 scan.
+    fn exact_top(vs: &[Vec<f32>], q: &[f32], k: usize) -> Vec<usize> {
+        let mut all: Vec<(f64, usize)> = vs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum(), i))
+            .collect();
+        all.sort_by(|a, b| b.0.total_cmp(&a.0));
+        all.into_iter().take(k).map(|(_, i)| i).collect()
+    }
+
+    fn overlap(a: &[usize], b: &[usize]) -> usize {
+        a.iter().filter(|x| b.contains(x)).count()
+    }
+
+    #[test]
+    fn flat_search_matches_an_exact_scan_and_hnsw_rs() {
+        let (n, dim, k) = (4000, 32, 10);
+        let vs = random_units(n, dim, 1);
+        let queries = random_units(200, dim, 2);
+        let params = GraphParams::default();
+        let mut g = Graph::new(params, n);
+        let rows: Vec<(&[f32], usize)> = vs.iter().map(Vec::as_slice).zip(0..).collect();
+        g.insert(&rows);
+        let (links, vectors) = g.export(Some(dim)).unwrap();
+        let flat = FlatGraph::from_parts(dim, vectors, links);
+        assert_eq!((flat.points(), flat.pending()), (n, 0));
+
+        let (mut flat_hits, mut hnsw_hits, mut agree) = (0, 0, 0);
+        for q in &queries {
+            let exact = exact_top(&vs, q, k);
+            let ours: Vec<usize> = flat
+                .search(q, k, params.ef_search)
+                .iter()
+                .map(|h| h.0)
+                .collect();
+            let theirs: Vec<usize> = g
+                .search(q, k, params.ef_search)
+                .iter()
+                .map(|h| h.0)
+                .collect();
+            assert_eq!(ours.len(), k);
+            flat_hits += overlap(&ours, &exact);
+            hnsw_hits += overlap(&theirs, &exact);
+            agree += overlap(&ours, &theirs);
+        }
+        let total = (k * queries.len()) as f64;
+        let (flat_recall, hnsw_recall) = (flat_hits as f64 / total, hnsw_hits as f64 / total);
+        assert!(flat_recall >= 0.95, "flat recall@{k} {flat_recall}");
+        assert!(
+            flat_recall >= hnsw_recall - 0.01,
+            "flat {flat_recall} vs hnsw_rs {hnsw_recall}"
+        );
+        assert!(
+            agree as f64 / total >= 0.95,
+            "agreement {}",
+            agree as f64 / total
+        );
+        // Similarities are exact dot products, best first.
+        let q = &queries[0];
+        let hits = flat.search(q, k, params.ef_search);
+        assert!(hits.windows(2).all(|w| w[0].1 >= w[1].1));
+        let dot: f32 = vs[hits[0].0].iter().zip(q).map(|(a, b)| a * b).sum();
+        assert!((hits[0].1 - dot).abs() < 1e-5);
+    }
+
+    #[test]
+    fn small_inserts_stay_pending_then_get_linked() {
+        let dim = 16;
+        let vs = random_units(MAX_PENDING + 50, dim, 3);
+        let mut idx = VectorIndex::new(dim, "test", GraphParams::default(), vs.len());
+        for (i, v) in vs.iter().enumerate() {
+            idx.insert(&key(&format!("a{i}")), 1, &[(TextKind::Example, v.clone())])
+                .unwrap();
+            let expected_pending = if i + 1 >= MAX_PENDING {
+                (i + 1 - MAX_PENDING) % MAX_PENDING
+            } else {
+                i + 1
+            };
+            assert_eq!(idx.flat.pending(), expected_pending, "after {}", i + 1);
+        }
+        // Linked and pending points are both found.
+        for i in [0, 17, MAX_PENDING - 1, MAX_PENDING + 3, vs.len() - 1] {
+            let hits = idx.search(&vs[i], 1).unwrap();
+            assert_eq!(hits[0].key, key(&format!("a{i}")), "point {i}");
+        }
     }
 }
