@@ -83,13 +83,25 @@ impl Percentiles {
     }
 }
 
+/// One embedder's speed: short prompts one by one and in batches of 32, and the routed
+/// ~100-token prompt alone.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbedReport {
+    pub backend: &'static str,
+    pub batch1_per_s: f64,
+    pub batch32_per_s: f64,
+    pub prompt: Percentiles,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub adapters: usize,
     pub vectors: usize,
     pub dim: usize,
-    pub embed_batch1_per_s: f64,
-    pub embed_batch32_per_s: f64,
+    /// The embedder under test.
+    pub embedding: EmbedReport,
+    /// The same measurements on the baseline embedder (candle's BERT), when one was given.
+    pub baseline: Option<EmbedReport>,
     pub throughput_prompt_tokens: f64,
     pub build_s: f64,
     pub save_s: f64,
@@ -108,7 +120,6 @@ pub struct BenchReport {
     pub search_recall_vs_exact: f64,
     pub search: Percentiles,
     pub route_prompt_tokens: usize,
-    pub embed_prompt: Percentiles,
     pub route: Percentiles,
     /// A repeated prompt answered from the route cache.
     pub route_cached: Percentiles,
@@ -194,8 +205,11 @@ fn perturbed(rng: &mut StdRng, center: &[f32], noise: f32) -> Vec<f32> {
     v
 }
 
+/// Runs the benchmark with `embedder`; `baseline`, when given, gets the same embedding
+/// measurements (not the index ones) so the report can print ratios from one run.
 pub fn run(
     embedder: &BertEmbedder,
+    baseline: Option<&BertEmbedder>,
     cfg: &BenchConfig,
     progress: &mut dyn FnMut(Stage, usize, usize),
 ) -> Result<BenchReport> {
@@ -203,7 +217,6 @@ pub fn run(
     let dim = embedder.dim();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
 
-    // Embedding throughput.
     let prompts: Vec<String> = (0..cfg.throughput_prompts).map(short_prompt).collect();
     let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let throughput_prompt_tokens = refs
@@ -211,19 +224,18 @@ pub fn run(
         .map(|p| embedder.count_tokens(p))
         .sum::<loramux_index::Result<usize>>()? as f64
         / refs.len().max(1) as f64;
-    embedder.embed(&refs[..refs.len().min(4)])?; // warm-up
-    let t = Instant::now();
-    for (i, p) in refs.iter().enumerate() {
-        embedder.embed(&[p])?;
-        progress(Stage::Throughput, i + 1, 2 * refs.len());
-    }
-    let embed_batch1_per_s = refs.len() as f64 / t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    for (i, chunk) in refs.chunks(32).enumerate() {
-        embedder.embed(chunk)?;
-        progress(Stage::Throughput, refs.len() + (i + 1) * 32, 2 * refs.len());
-    }
-    let embed_batch32_per_s = refs.len() as f64 / t.elapsed().as_secs_f64();
+    let (prompt, route_prompt_tokens) = long_prompt(embedder, cfg.prompt_tokens)?;
+    let embedding = measure_embedder(embedder, &refs, &prompt, cfg.route_queries, progress)?;
+    let baseline = match baseline {
+        Some(b) => Some(measure_embedder(
+            b,
+            &refs,
+            &prompt,
+            cfg.route_queries,
+            progress,
+        )?),
+        None => None,
+    };
 
     // Build.
     let centers: Vec<Vec<f32>> = (0..cfg.adapters)
@@ -319,14 +331,9 @@ pub fn run(
     let search_recall_vs_exact = found[1] as f64 / asked[1].max(1) as f64;
 
     // Route: real embedding of a real prompt, then search and aggregation.
-    let (prompt, route_prompt_tokens) = long_prompt(embedder, cfg.prompt_tokens)?;
     retrieve(embedder, &index, &prompt, &cfg.retrieval)?; // warm-up
-    let mut embed_samples = Vec::with_capacity(cfg.route_queries);
     let mut route_samples = Vec::with_capacity(cfg.route_queries);
     for q in 0..cfg.route_queries {
-        let t = Instant::now();
-        embedder.embed_one(&prompt)?;
-        embed_samples.push(t.elapsed());
         let t = Instant::now();
         retrieve(embedder, &index, &prompt, &cfg.retrieval)?;
         route_samples.push(t.elapsed());
@@ -361,8 +368,8 @@ pub fn run(
         adapters: cfg.adapters,
         vectors: total,
         dim,
-        embed_batch1_per_s,
-        embed_batch32_per_s,
+        embedding,
+        baseline,
         throughput_prompt_tokens,
         build_s,
         save_s,
@@ -373,10 +380,45 @@ pub fn run(
         search_recall_vs_exact,
         search,
         route_prompt_tokens,
-        embed_prompt: Percentiles::of(embed_samples),
         route: Percentiles::of(route_samples),
         route_cached: Percentiles::of(cached),
         first_insert_after_load_s,
+    })
+}
+
+fn measure_embedder(
+    embedder: &BertEmbedder,
+    short: &[&str],
+    long: &str,
+    long_repeats: usize,
+    progress: &mut dyn FnMut(Stage, usize, usize),
+) -> Result<EmbedReport> {
+    let steps = 2 * short.len() + long_repeats;
+    embedder.embed(&short[..short.len().min(4)])?; // warm-up
+    let t = Instant::now();
+    for (i, p) in short.iter().enumerate() {
+        embedder.embed(&[p])?;
+        progress(Stage::Throughput, i + 1, steps);
+    }
+    let batch1_per_s = short.len() as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for (i, chunk) in short.chunks(32).enumerate() {
+        embedder.embed(chunk)?;
+        progress(Stage::Throughput, short.len() + (i + 1) * 32, steps);
+    }
+    let batch32_per_s = short.len() as f64 / t.elapsed().as_secs_f64();
+    let mut samples = Vec::with_capacity(long_repeats);
+    for i in 0..long_repeats {
+        let t = Instant::now();
+        embedder.embed_one(long)?;
+        samples.push(t.elapsed());
+        progress(Stage::Throughput, 2 * short.len() + i + 1, steps);
+    }
+    Ok(EmbedReport {
+        backend: embedder.backend_name(),
+        batch1_per_s,
+        batch32_per_s,
+        prompt: Percentiles::of(samples),
     })
 }
 

@@ -2,7 +2,7 @@
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use loramux_index::{BertEmbedder, BertEmbedderConfig};
+use loramux_index::{BertEmbedder, BertEmbedderConfig, EmbedderBackend};
 use loramux_router::bench::{self, BenchConfig, Stage};
 use loramux_runtime::fetch::DEFAULT_EMBEDDER;
 
@@ -16,13 +16,40 @@ pub struct BenchRouteArgs {
     pub search_queries: usize,
     #[arg(long, default_value_t = 200)]
     pub route_queries: usize,
+    /// Skip the baseline embedder (candle's BERT on the CPU), measured by default for
+    /// the speed ratios.
+    #[arg(long)]
+    pub no_baseline: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
+/// The targets at 10,000 adapters of 20 examples each.
+const ROUTE_P50_TARGET_MS: f64 = 5.0;
+const SEARCH_P99_TARGET_MS: f64 = 1.0;
+const RELOAD_TARGET_S: f64 = 2.0;
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
 pub fn run(args: BenchRouteArgs) -> anyhow::Result<()> {
-    let embedder = BertEmbedder::load(&DEFAULT_EMBEDDER.path()?, BertEmbedderConfig::default())?;
+    let model = DEFAULT_EMBEDDER.path()?;
+    let embedder = BertEmbedder::load(&model, BertEmbedderConfig::default())?;
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        let candle = BertEmbedderConfig {
+            backend: EmbedderBackend::Candle,
+            ..Default::default()
+        };
+        Some(BertEmbedder::load(&model, candle)?)
+    };
     let cfg = BenchConfig {
         adapters: args.adapters,
         examples_per_adapter: args.examples,
@@ -36,15 +63,20 @@ pub fn run(args: BenchRouteArgs) -> anyhow::Result<()> {
             .progress_chars("=> "),
     );
     let mut last = None;
-    let report = bench::run(&embedder, &cfg, &mut |stage: Stage, done, total| {
-        if last != Some(stage) {
-            last = Some(stage);
-            bar.reset();
-            bar.set_message(format!("{stage:?}").to_lowercase());
-        }
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let report = bench::run(
+        &embedder,
+        baseline.as_ref(),
+        &cfg,
+        &mut |stage: Stage, done, total| {
+            if last != Some(stage) {
+                last = Some(stage);
+                bar.reset();
+                bar.set_message(format!("{stage:?}").to_lowercase());
+            }
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
     bar.finish_and_clear();
     let _ = std::fs::remove_dir_all(&cfg.workdir);
     if args.json {
@@ -58,7 +90,30 @@ pub fn run(args: BenchRouteArgs) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    println!("embedding throughput ({:.0}-token prompts): batch 1 {:.1} prompts/s, batch 32 {:.1} prompts/s", r.throughput_prompt_tokens, r.embed_batch1_per_s, r.embed_batch32_per_s);
+    let e = &r.embedding;
+    println!(
+        "embedding ({}), {:.0}-token prompts: batch 1 {:.1} prompts/s, batch 32 {:.1} prompts/s; {}-token prompt p50 {:.2} ms, p99 {:.2} ms",
+        e.backend,
+        r.throughput_prompt_tokens,
+        e.batch1_per_s,
+        e.batch32_per_s,
+        r.route_prompt_tokens,
+        e.prompt.p50_ms,
+        e.prompt.p99_ms
+    );
+    if let Some(b) = &r.baseline {
+        println!(
+            "baseline ({}): batch 1 {:.1} prompts/s, batch 32 {:.1} prompts/s; {}-token prompt p50 {:.2} ms, p99 {:.2} ms",
+            b.backend, b.batch1_per_s, b.batch32_per_s, r.route_prompt_tokens, b.prompt.p50_ms, b.prompt.p99_ms
+        );
+        println!(
+            "  ours / baseline: batch 1 {:.2}x, batch 32 {:.2}x, {}-token prompt {:.2}x faster (p50)",
+            e.batch1_per_s / b.batch1_per_s,
+            e.batch32_per_s / b.batch32_per_s,
+            r.route_prompt_tokens,
+            b.prompt.p50_ms / e.prompt.p50_ms
+        );
+    }
     println!(
         "index: {} adapters x {} = {} vectors of {} dims",
         r.adapters, args.examples, r.vectors, r.dim
@@ -82,16 +137,23 @@ pub fn run(args: BenchRouteArgs) -> anyhow::Result<()> {
         r.search_recall_vs_exact
     );
     println!(
-        "embed {}-token prompt: p50 {:.2} ms, p99 {:.2} ms",
-        r.route_prompt_tokens, r.embed_prompt.p50_ms, r.embed_prompt.p99_ms
-    );
-    println!(
         "route (embed + search + aggregate): p50 {:.2} ms, p99 {:.2} ms",
         r.route.p50_ms, r.route.p99_ms
     );
     println!(
         "route, repeated prompt from the cache: p50 {:.4} ms, p99 {:.4} ms",
         r.route_cached.p50_ms, r.route_cached.p99_ms
+    );
+    println!(
+        "targets: route p50 <= {ROUTE_P50_TARGET_MS} ms {}; search p99 <= {SEARCH_P99_TARGET_MS} ms {}; reload <= {RELOAD_TARGET_S} s {}{}",
+        verdict(r.route.p50_ms <= ROUTE_P50_TARGET_MS),
+        verdict(r.search.p99_ms <= SEARCH_P99_TARGET_MS),
+        verdict(r.load_s <= RELOAD_TARGET_S),
+        if r.adapters == 10_000 && args.examples == 20 {
+            ""
+        } else {
+            " (the targets are for 10,000 adapters x 20 examples)"
+        }
     );
     Ok(())
 }
