@@ -6,6 +6,7 @@
 
 use std::ops::Range;
 
+use super::linear::{gemm_on_this_thread, Strided};
 use super::math::softmax;
 use super::team::{Member, Shared};
 
@@ -58,54 +59,28 @@ fn one_head(
     // SAFETY: the three operands are read in place with row stride `stride`: rows
     // `rows` of `qkv` hold their `len * head_dim` elements (the caller checked that the
     // rows are inside qkv). lhs(i, d) = Q[i][d]; rhs(d, j) = K[j][d]; dst is `scores`,
-    // [len, len] row-major, overwritten (read_dst false).
+    // [len, len] row-major, overwritten.
     unsafe {
-        gemm::gemm(
-            len,
-            len,
-            head_dim,
-            scores.as_mut_ptr(),
-            1,
-            len as isize,
+        gemm_on_this_thread(
+            (len, len, head_dim),
+            Strided::rows(scores.as_mut_ptr(), len),
             false,
-            q,
-            1,
-            stride as isize,
-            k,
-            stride as isize,
-            1,
-            0.0,
+            Strided::rows(q, stride),
+            Strided::cols(k, stride),
             scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
         );
     }
     scores.chunks_exact_mut(len).for_each(softmax);
     // SAFETY: lhs is `scores`; rhs(j, d) = V[j][d] in place (as above); dst is the
     // caller's `out` block of `len` rows of `head_dim`, `hidden` apart.
     unsafe {
-        gemm::gemm(
-            len,
-            head_dim,
-            len,
-            out,
-            1,
-            hidden as isize,
+        gemm_on_this_thread(
+            (len, head_dim, len),
+            Strided::rows(out, hidden),
             false,
-            scores.as_ptr(),
-            1,
-            len as isize,
-            v,
-            1,
-            stride as isize,
-            0.0,
+            Strided::rows(scores.as_ptr(), len),
+            Strided::rows(v, stride),
             1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
         );
     }
 }

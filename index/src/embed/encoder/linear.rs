@@ -150,32 +150,87 @@ impl Linear {
         if m == 0 {
             return;
         }
-        // SAFETY: dst is [m, n] row-major (column stride 1, row stride n); lhs is x [m, k]
-        // row-major; rhs(kk, j) = w[j * k + kk] (Wᵀ read in place). All three slices hold
-        // exactly those elements, and dst does not alias the inputs.
+        // SAFETY: dst is [m, n] row-major; lhs is x [m, k] row-major; rhs(kk, j) = w[j·k + kk]
+        // (Wᵀ read in place). All three slices hold exactly those elements, and dst does not
+        // alias the inputs.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                y.as_mut_ptr(),
-                1,
-                n as isize,
+            gemm_on_this_thread(
+                (m, n, k),
+                Strided::rows(y.as_mut_ptr(), n),
                 true,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                k as isize,
-                1,
+                Strided::rows(x.as_ptr(), k),
+                Strided::cols(w.as_ptr(), k),
                 1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
             );
         }
+    }
+}
+
+/// A matrix operand read or written in place: element (i, j) at `ptr + i·row + j·col`.
+#[derive(Clone, Copy)]
+pub(super) struct Strided<P> {
+    pub ptr: P,
+    pub row: isize,
+    pub col: isize,
+}
+
+impl<P> Strided<P> {
+    /// Row-major with `row` elements between rows.
+    pub fn rows(ptr: P, row: usize) -> Self {
+        Self {
+            ptr,
+            row: row as isize,
+            col: 1,
+        }
+    }
+
+    /// Column-major with `col` elements between columns (a row-major matrix read transposed).
+    pub fn cols(ptr: P, col: usize) -> Self {
+        Self {
+            ptr,
+            row: 1,
+            col: col as isize,
+        }
+    }
+}
+
+/// `dst = [dst +] scale · lhs · rhs` for `(m, n, k)` = `[m, k] · [k, n]`, on the calling
+/// thread: the team splits the work above this call, so gemm must not start threads of its
+/// own.
+///
+/// # Safety
+/// Each operand addresses its whole matrix through its strides; dst does not alias lhs or rhs.
+pub(super) unsafe fn gemm_on_this_thread(
+    (m, n, k): (usize, usize, usize),
+    dst: Strided<*mut f32>,
+    accumulate: bool,
+    lhs: Strided<*const f32>,
+    rhs: Strided<*const f32>,
+    scale: f32,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst.col,
+            dst.row,
+            accumulate,
+            lhs.ptr,
+            lhs.col,
+            lhs.row,
+            rhs.ptr,
+            rhs.col,
+            rhs.row,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 

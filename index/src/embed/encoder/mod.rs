@@ -46,6 +46,39 @@ struct Norm {
     beta: Vec<f32>,
 }
 
+impl Norm {
+    /// One team phase: for this member's share of the `n` rows of width `h`,
+    /// `out = LayerNorm(input + residual)`, where `input` is `out` itself when `None`.
+    ///
+    /// # Safety
+    /// No member writes `input` or `residual`, nor reads `out`, during this phase; every
+    /// buffer holds `n · h` values.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows(
+        &self,
+        member: &Member,
+        n: usize,
+        h: usize,
+        out: &Shared<'_, f32>,
+        input: Option<&Shared<'_, f32>>,
+        residual: &Shared<'_, f32>,
+        eps: f32,
+    ) {
+        for t in member.share(n) {
+            let span = t * h..(t + 1) * h;
+            // SAFETY: the caller's contract; members own disjoint rows of `out`.
+            unsafe {
+                let row = out.part_mut(span.clone());
+                if let Some(input) = input {
+                    row.copy_from_slice(input.part(span.clone()));
+                }
+                let residual = residual.part(span);
+                math::norm_row(row, Some(residual), &self.gamma, &self.beta, eps);
+            }
+        }
+    }
+}
+
 pub(crate) struct Encoder {
     hidden: usize,
     heads: usize,
@@ -310,13 +343,12 @@ impl Encoder {
                 .attention_out
                 .forward(member, ctx, n, Activation::None, &b.scratch, &b.attended);
             member.sync();
-            for t in member.share(n) {
-                // SAFETY: phase "attention norm" writes this member's rows of attended.
-                let row = unsafe { b.attended.part_mut(t * h..(t + 1) * h) };
-                let residual = unsafe { b.hidden.part(t * h..(t + 1) * h) };
-                let norm = &layer.attention_norm;
-                math::norm_row(row, Some(residual), &norm.gamma, &norm.beta, eps);
-            }
+            // SAFETY: this phase reads hidden and writes attended.
+            unsafe {
+                layer
+                    .attention_norm
+                    .rows(&member, n, h, &b.attended, None, &b.hidden, eps)
+            };
             member.sync();
             let attended = unsafe { b.attended.part(0..n * h) };
             layer
@@ -329,13 +361,12 @@ impl Encoder {
                 .output
                 .forward(member, inner, n, Activation::None, &b.scratch, &b.ctx);
             member.sync();
-            for t in member.share(n) {
-                // SAFETY: phase "output norm" writes this member's rows of hidden.
-                let row = unsafe { b.hidden.part_mut(t * h..(t + 1) * h) };
-                row.copy_from_slice(unsafe { b.ctx.part(t * h..(t + 1) * h) });
-                let residual = unsafe { b.attended.part(t * h..(t + 1) * h) };
-                let norm = &layer.output_norm;
-                math::norm_row(row, Some(residual), &norm.gamma, &norm.beta, eps);
+            // SAFETY: this phase reads ctx and attended and writes hidden.
+            unsafe {
+                let (out, input) = (&b.hidden, Some(&b.ctx));
+                layer
+                    .output_norm
+                    .rows(&member, n, h, out, input, &b.attended, eps);
             }
             member.sync();
         }
