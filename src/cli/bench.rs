@@ -25,7 +25,7 @@ pub struct BenchArgs {
     /// Batch sizes, comma-separated [default: 1,8,32; 1,8 with --quick].
     #[arg(long)]
     batches: Option<String>,
-    /// Decode steps timed per shape [default: 24; 8 with --quick].
+    /// Decode steps timed per shape [default: 48; 8 with --quick].
     #[arg(long)]
     steps: Option<usize>,
     /// Rank of the random adapters.

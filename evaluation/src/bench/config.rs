@@ -9,10 +9,11 @@ use serde::Serialize;
 
 use super::model::BenchModel;
 
-/// Decode steps timed per shape by default. Picked so that the full run (batches 1, 8, 32;
-/// four subjects each) takes about three minutes on the 2-core development machine, where
-/// the batch-32 prefills alone (1,024 prompt tokens per subject) take over a minute.
-pub const DEFAULT_STEPS: usize = 24;
+/// Decode steps timed per shape by default. 24 steps left the batch-8 mixed/base ratio
+/// moving by ±0.1 between runs; 48 keep it within a few hundredths, and the full run
+/// (batches 1, 8, 16, 32; five subjects) still takes under two minutes on the 2-core
+/// development machine.
+pub const DEFAULT_STEPS: usize = 48;
 /// Steps per shape with `--quick`: enough to exercise every path, too few for stable figures.
 pub const QUICK_STEPS: usize = 8;
 pub const DEFAULT_BATCHES: [usize; 3] = [1, 8, 32];
