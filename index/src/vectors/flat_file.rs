@@ -52,7 +52,7 @@ pub(crate) fn write(path: &Path, graph: &FlatGraph) -> Result<u64> {
         sum.add(&le_bytes(&layer.offsets));
         sum.add(&le_bytes(&layer.targets));
     }
-    let vectors = le_bytes_f32(graph.vectors());
+    let vectors = le_bytes(graph.vectors());
     sum.add(&vectors);
     let mut head = head;
     head[FIXED - 8..FIXED].copy_from_slice(&sum.finish().to_le_bytes());
@@ -182,26 +182,32 @@ impl Header {
     }
 }
 
-/// `v` as little-endian bytes: borrowed on little-endian machines.
-fn le_bytes(v: &[u32]) -> std::borrow::Cow<'_, [u8]> {
-    if cfg!(target_endian = "little") {
-        // SAFETY: a u32 slice is readable as bytes (no padding), 4 bytes per element.
-        std::borrow::Cow::Borrowed(unsafe {
-            std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
-        })
-    } else {
-        std::borrow::Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+/// The 4-byte values the file stores, little-endian.
+trait Word: Copy {
+    fn le(self) -> [u8; 4];
+}
+
+impl Word for u32 {
+    fn le(self) -> [u8; 4] {
+        self.to_le_bytes()
     }
 }
 
-fn le_bytes_f32(v: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+impl Word for f32 {
+    fn le(self) -> [u8; 4] {
+        self.to_le_bytes()
+    }
+}
+
+/// `v` as little-endian bytes: borrowed on little-endian machines.
+fn le_bytes<T: Word>(v: &[T]) -> std::borrow::Cow<'_, [u8]> {
     if cfg!(target_endian = "little") {
-        // SAFETY: an f32 slice is readable as bytes (no padding), 4 bytes per element.
+        // SAFETY: u32 and f32 slices are readable as bytes (no padding), 4 bytes per element.
         std::borrow::Cow::Borrowed(unsafe {
             std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
         })
     } else {
-        std::borrow::Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        std::borrow::Cow::Owned(v.iter().flat_map(|x| x.le()).collect())
     }
 }
 
