@@ -7,7 +7,7 @@ use crate::tasks::{Split, Suite};
 use crate::training::TrainBase;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use loramux_router::gate::train::{train_gate, GateExample, GateTrainConfig};
+use loramux_router::gate::train::{train_gate, GateExample, GateStepReport, GateTrainConfig};
 use loramux_router::gate::GateWeights;
 use loramux_runtime::train::TrainExample;
 use loramux_runtime::Adapter;
@@ -89,8 +89,18 @@ pub struct GateSummary {
     pub last_loss: f32,
     pub first_gate_loss: f32,
     pub last_gate_loss: f32,
+    /// The last layer's label loss and top-1 label accuracy at the last step.
+    pub last_layer_gate_loss: f32,
+    pub last_layer_gate_acc: f32,
+    /// Means over the last [`TAIL_STEPS`] steps (single batches are noisy).
+    pub tail_gate_loss: f32,
+    pub tail_last_layer_gate_loss: f32,
+    pub tail_last_layer_gate_acc: f32,
     pub seconds: f64,
 }
+
+/// Steps the summary's `tail_*` means cover.
+pub const TAIL_STEPS: usize = 10;
 
 /// Trains the gate under a progress bar and saves it to `out`.
 pub fn train_gate_and_save(
@@ -108,25 +118,36 @@ pub fn train_gate_and_save(
     let started = Instant::now();
     let mut first = None;
     let mut last = None;
+    let mut tail = std::collections::VecDeque::with_capacity(TAIL_STEPS);
     let weights = train_gate(&base.model, adapters, examples, config, init, &mut |r| {
         first.get_or_insert(*r);
         last = Some(*r);
-        bar.set_message(format!("loss {:.3} (gate {:.3})", r.loss, r.gate_loss));
+        if tail.len() == TAIL_STEPS {
+            tail.pop_front();
+        }
+        tail.push_back(*r);
+        bar.set_message(format!(
+            "loss {:.3} (gate {:.3}, last layer {:.3} acc {:.2})",
+            r.loss, r.gate_loss, r.last_layer_gate_loss, r.last_layer_gate_acc
+        ));
         bar.inc(1);
         if bar.is_hidden() && (r.step % 10 == 0 || r.step + 1 == r.steps) {
             eprintln!(
-                "gate: step {}/{} loss {:.3} lm {:.3} gate {:.3}",
+                "gate: step {}/{} loss {:.3} lm {:.3} gate {:.3} last layer {:.3} acc {:.3}",
                 r.step + 1,
                 r.steps,
                 r.loss,
                 r.lm_loss,
-                r.gate_loss
+                r.gate_loss,
+                r.last_layer_gate_loss,
+                r.last_layer_gate_acc
             );
         }
     })?;
     bar.finish_and_clear();
     weights.save(out)?;
     let (first, last) = (first.context("no step ran")?, last.context("no step ran")?);
+    let mean = |f: fn(&GateStepReport) -> f32| tail.iter().map(f).sum::<f32>() / tail.len() as f32;
     Ok(GateSummary {
         steps: config.steps,
         examples: examples.len(),
@@ -134,6 +155,11 @@ pub fn train_gate_and_save(
         last_loss: last.loss,
         first_gate_loss: first.gate_loss,
         last_gate_loss: last.gate_loss,
+        last_layer_gate_loss: last.last_layer_gate_loss,
+        last_layer_gate_acc: last.last_layer_gate_acc,
+        tail_gate_loss: mean(|r| r.gate_loss),
+        tail_last_layer_gate_loss: mean(|r| r.last_layer_gate_loss),
+        tail_last_layer_gate_acc: mean(|r| r.last_layer_gate_acc),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -356,6 +356,27 @@ fn training_learns_the_labels_and_the_inference_gate_matches_the_training_graph(
     let first: f32 = reports[..5].iter().map(|r| r.gate_loss).sum::<f32>() / 5.0;
     let last: f32 = reports[55..].iter().map(|r| r.gate_loss).sum::<f32>() / 5.0;
     assert!(last < first * 0.5, "gate label loss {first} -> {last}");
+    // The last layer's own figures are reported and learn too.
+    let acc: f32 = reports[55..]
+        .iter()
+        .map(|r| r.last_layer_gate_acc)
+        .sum::<f32>()
+        / 5.0;
+    let first_ll: f32 = reports[..5]
+        .iter()
+        .map(|r| r.last_layer_gate_loss)
+        .sum::<f32>()
+        / 5.0;
+    let last_ll: f32 = reports[55..]
+        .iter()
+        .map(|r| r.last_layer_gate_loss)
+        .sum::<f32>()
+        / 5.0;
+    assert!(
+        last_ll < first_ll && last_ll > 0.0,
+        "last layer {first_ll} -> {last_ll}"
+    );
+    assert!(acc > 0.5 && acc <= 1.0, "last layer label accuracy {acc}");
     assert_eq!(weights.adapter_ids, ["a", "b", "c"]);
 
     // The trained gate in the inference model gives the training graph's logits.

@@ -107,6 +107,10 @@ pub struct GateStepReport {
     pub loss: f32,
     pub lm_loss: f32,
     pub gate_loss: f32,
+    /// The label loss of the last layer's gate alone (0 without labels or supervision).
+    pub last_layer_gate_loss: f32,
+    /// Share of labelled tokens whose top-scored expert in the last layer is the label.
+    pub last_layer_gate_acc: f32,
 }
 
 struct ModuleStack {
@@ -328,6 +332,29 @@ pub fn gate_batch_loss(
     examples: &[&GateExample],
     supervision: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let l = gate_batch_losses(model, mix, examples, supervision)?;
+    Ok((l.total, l.lm, l.gate))
+}
+
+/// The losses of one batch, and how the last layer's gate alone does on the labels.
+pub struct GateBatchLosses {
+    pub total: Tensor,
+    pub lm: Tensor,
+    /// The label loss averaged over layers.
+    pub gate: Tensor,
+    /// The last layer's label loss (0 without labels or supervision).
+    pub last_layer_gate: f32,
+    /// The last layer's top-1 accuracy on the labels (0 without labels or supervision).
+    pub last_layer_acc: f32,
+}
+
+/// [`gate_batch_loss`] with the last layer's label figures.
+pub fn gate_batch_losses(
+    model: &TrainModel,
+    mix: &ExpertMixture,
+    examples: &[&GateExample],
+    supervision: f64,
+) -> Result<GateBatchLosses> {
     let plain: Vec<&TrainExample> = examples.iter().map(|g| &g.example).collect();
     let batch = pack(&plain)?;
     let len = batch.tokens.dim(1)?;
@@ -345,21 +372,36 @@ pub fn gate_batch_loss(
             }
         }
     }
+    let (mut last_layer_gate, mut last_layer_acc) = (0f32, 0f32);
     let gate = if rows.is_empty() || supervision == 0.0 {
         Tensor::zeros((), DType::F32, &Device::Cpu)?
     } else {
         let n = rows.len();
         let rows = Tensor::from_vec(rows, n, &Device::Cpu)?;
-        let labels = Tensor::from_vec(labels, n, &Device::Cpu)?;
+        let label_t = Tensor::from_vec(labels.clone(), n, &Device::Cpu)?;
         let layers = mix.layer_logits();
         let mut sum = Tensor::zeros((), DType::F32, &Device::Cpu)?;
-        for l in &layers {
-            sum = (sum + candle_nn::loss::cross_entropy(&l.index_select(&rows, 0)?, &labels)?)?;
+        for (i, l) in layers.iter().enumerate() {
+            let picked = l.index_select(&rows, 0)?;
+            let ce = candle_nn::loss::cross_entropy(&picked, &label_t)?;
+            if i + 1 == layers.len() {
+                last_layer_gate = ce.to_scalar::<f32>()?;
+                let best = picked.argmax(D::Minus1)?.to_vec1::<u32>()?;
+                let hits = best.iter().zip(&labels).filter(|(a, b)| a == b).count();
+                last_layer_acc = hits as f32 / n as f32;
+            }
+            sum = (sum + ce)?;
         }
         (sum / layers.len().max(1) as f64)?
     };
     let total = (&lm + (&gate * supervision)?)?;
-    Ok((total, lm, gate))
+    Ok(GateBatchLosses {
+        total,
+        lm,
+        gate,
+        last_layer_gate,
+        last_layer_acc,
+    })
 }
 
 /// Trains a gate over `adapters` (expert order = slice order) on `examples`.
@@ -415,14 +457,16 @@ pub fn train_gate(
             .map(|i| &examples[i])
             .collect();
         opt.set_learning_rate(schedule.lr_at(step));
-        let (loss, lm, gate) = gate_batch_loss(model, &mix, &picked, cfg.supervision)?;
-        opt.backward_step(&loss)?;
+        let losses = gate_batch_losses(model, &mix, &picked, cfg.supervision)?;
+        opt.backward_step(&losses.total)?;
         let report = GateStepReport {
             step,
             steps: cfg.steps,
-            loss: loss.to_scalar::<f32>()?,
-            lm_loss: lm.to_scalar::<f32>()?,
-            gate_loss: gate.to_scalar::<f32>()?,
+            loss: losses.total.to_scalar::<f32>()?,
+            lm_loss: losses.lm.to_scalar::<f32>()?,
+            gate_loss: losses.gate.to_scalar::<f32>()?,
+            last_layer_gate_loss: losses.last_layer_gate,
+            last_layer_gate_acc: losses.last_layer_acc,
         };
         if !report.loss.is_finite() {
             return Err(RouterError::GateTraining {
