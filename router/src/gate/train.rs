@@ -54,15 +54,19 @@ pub struct GateTrainConfig {
     pub max_len: usize,
 }
 
+/// The committed gate's settings. Against 150 steps at supervision 0.5, on the same code and
+/// zoo: in-domain gate top-1 91.3 vs 90.8, top-2 91.5 vs 91.0, composites unchanged (25.0 /
+/// 23.8); the last layer's label accuracy ends near 0.5 (the chat template's system prompt,
+/// the same for every task, is part of every single-task example's labelled positions).
 impl Default for GateTrainConfig {
     fn default() -> Self {
         Self {
-            steps: 150,
+            steps: 200,
             batch_size: 8,
             lr: 5e-3,
             warmup_steps: 10,
             top_k: 2,
-            supervision: 0.5,
+            supervision: 2.0,
             seed: 0,
             max_len: 320,
         }
