@@ -53,6 +53,7 @@ pub fn gate_examples(
                 .map(|ex| GateExample::single(ex, e as u32)),
         );
     }
+    unlabel_shared_prefix(&mut out);
     let expert = |task: &str| ids.iter().position(|id| id == task);
     for c in suite.composite_for_training(GATE_DATA_SEED, size.composites) {
         let (Some(a), Some(b)) = (expert(&c.parts[0].task), expert(&c.parts[1].task)) else {
@@ -66,6 +67,28 @@ pub fn gate_examples(
         out.push(composite_labels(example, first_line, a as u32, b as u32));
     }
     Ok(out)
+}
+
+/// Drops the labels of the positions every single-task prompt shares (the chat template's
+/// header and system prompt): their hidden states cannot tell the tasks apart, so labelling
+/// them only teaches the gate to be uncertain there and buries the positions that can.
+fn unlabel_shared_prefix(examples: &mut [GateExample]) {
+    let Some(first) = examples.first().map(|e| e.example.prompt.clone()) else {
+        return;
+    };
+    let shared = examples.iter().fold(first.len(), |n, e| {
+        n.min(
+            first
+                .iter()
+                .zip(&e.example.prompt)
+                .take_while(|(a, b)| a == b)
+                .count(),
+        )
+    });
+    // Position i has seen tokens 0..=i: the first that has seen a token of its own is `shared`.
+    for e in examples.iter_mut() {
+        e.labels.iter_mut().take(shared).for_each(|l| *l = None);
+    }
 }
 
 /// Labels of a two-part answer: the positions that predict the first `first_line` answer
@@ -190,5 +213,31 @@ mod tests {
                 Some(7)
             ]
         );
+    }
+
+    #[test]
+    fn positions_every_prompt_shares_lose_their_labels() {
+        let single = |prompt: Vec<u32>, expert| {
+            GateExample::single(
+                TrainExample {
+                    prompt,
+                    answer: vec![9, 9],
+                },
+                expert,
+            )
+        };
+        let mut examples = vec![
+            single(vec![1, 2, 3, 4], 0),
+            single(vec![1, 2, 5], 1),
+            single(vec![1, 2, 3, 6, 7], 2),
+        ];
+        unlabel_shared_prefix(&mut examples);
+        // Tokens 1, 2 are common to all: positions 0 and 1 have seen nothing of their own.
+        assert_eq!(
+            examples[1].labels,
+            vec![None, None, Some(1), Some(1), Some(1)]
+        );
+        assert_eq!(examples[2].labels[..3], [None, None, Some(2)]);
+        assert!(examples[0].labels[2..].iter().all(|l| *l == Some(0)));
     }
 }
