@@ -73,17 +73,13 @@ pub fn gate_examples(
 /// header and system prompt): their hidden states cannot tell the tasks apart, so labelling
 /// them only teaches the gate to be uncertain there and buries the positions that can.
 fn unlabel_shared_prefix(examples: &mut [GateExample]) {
-    let Some(first) = examples.first().map(|e| e.example.prompt.clone()) else {
+    let Some((first, rest)) = examples.split_first() else {
         return;
     };
-    let shared = examples.iter().fold(first.len(), |n, e| {
-        n.min(
-            first
-                .iter()
-                .zip(&e.example.prompt)
-                .take_while(|(a, b)| a == b)
-                .count(),
-        )
+    let first = &first.example.prompt;
+    let shared = rest.iter().fold(first.len(), |n, e| {
+        let common = first.iter().zip(&e.example.prompt);
+        n.min(common.take_while(|(a, b)| a == b).count())
     });
     // Position i has seen tokens 0..=i: the first that has seen a token of its own is `shared`.
     for e in examples.iter_mut() {

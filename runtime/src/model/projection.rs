@@ -70,17 +70,12 @@ impl ProjectionGroup {
         plan: &MixPlan,
         lora: &dyn LoraStacks,
     ) -> Result<Vec<Vec<f32>>> {
-        let stacks: Vec<Option<&SlotStack>> = self
-            .parts
-            .iter()
-            .map(|p| {
-                if plan.is_empty() {
-                    None
-                } else {
-                    lora.stack(self.layer, p.module)
-                }
-            })
-            .collect();
+        let stacks: Vec<Option<&SlotStack>> = match plan.is_empty() {
+            true => vec![None; self.parts.len()],
+            false => (self.parts.iter())
+                .map(|p| lora.stack(self.layer, p.module))
+                .collect(),
+        };
         let base = || self.weight.forward(x_rows, self.d_in);
         let (y, deltas) = if stacks.iter().any(Option::is_some) {
             // The mixture reads only x, so it runs beside the base product instead of after
