@@ -54,6 +54,35 @@ impl Choice {
     }
 }
 
+impl RoutePlan {
+    /// The plan for an explicit choice (the base model, one adapter, a weighted list), each
+    /// id checked with `registered`; `None` for `Auto`, which needs retrieval. Every
+    /// catalog resolves explicit choices here, so they follow one set of rules.
+    pub fn explicit(
+        choice: &Choice,
+        registered: impl Fn(&AdapterId) -> bool,
+    ) -> Option<Result<RoutePlan>> {
+        let check = |id: &AdapterId| {
+            if registered(id) {
+                Ok(())
+            } else {
+                Err(RouterError::UnknownAdapter { id: id.to_string() })
+            }
+        };
+        Some(match choice {
+            Choice::Auto => return None,
+            Choice::Base => Ok(RoutePlan::Base),
+            Choice::Named(id) => check(id).map(|()| RoutePlan::Fixed {
+                adapters: vec![(id.clone(), 1.0)],
+            }),
+            Choice::Weighted(list) => normalize_weights(list).and_then(|adapters| {
+                adapters.iter().try_for_each(|(id, _)| check(id))?;
+                Ok(RoutePlan::Fixed { adapters })
+            }),
+        })
+    }
+}
+
 /// Weights of an explicit mixture: finite, positive, no id twice; normalized to sum 1.
 pub(crate) fn normalize_weights(list: &[(AdapterId, f32)]) -> Result<Vec<(AdapterId, f32)>> {
     let bad = |reason: String| Err(RouterError::InvalidChoice { reason });
@@ -107,6 +136,37 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn explicit_choices_are_checked_against_the_registered_ids() {
+        let known = |i: &AdapterId| i.as_str() != "ghost";
+        assert!(RoutePlan::explicit(&Choice::Auto, known).is_none());
+        assert_eq!(
+            RoutePlan::explicit(&Choice::Base, known).unwrap().unwrap(),
+            RoutePlan::Base
+        );
+        let two = Choice::Weighted(vec![(id("a"), 1.0), (id("b"), 3.0)]);
+        assert_eq!(
+            RoutePlan::explicit(&two, known).unwrap().unwrap(),
+            RoutePlan::Fixed {
+                adapters: vec![(id("a"), 0.25), (id("b"), 0.75)]
+            }
+        );
+        for bad in [
+            Choice::Named(id("ghost")),
+            Choice::Weighted(vec![(id("a"), 1.0), (id("ghost"), 1.0)]),
+        ] {
+            assert!(matches!(
+                RoutePlan::explicit(&bad, known).unwrap(),
+                Err(RouterError::UnknownAdapter { .. })
+            ));
+        }
+        let twice = Choice::Weighted(vec![(id("a"), 1.0), (id("a"), 1.0)]);
+        assert!(matches!(
+            RoutePlan::explicit(&twice, known).unwrap(),
+            Err(RouterError::InvalidChoice { .. })
+        ));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use loramux_index::Registry;
 
 use crate::cache::RouteCache;
 use crate::ids::to_key;
-use crate::plan::{normalize_weights, Choice, RoutePlan};
+use crate::plan::{Choice, RoutePlan};
 use crate::retrieve::{retrieve, RetrievalConfig};
 use crate::{Result, RouterError};
 
@@ -59,48 +59,28 @@ impl Router {
     pub fn resolve(&self, choice: &Choice, prompt: &str) -> Result<RoutePlan> {
         let _span = tracing::info_span!("route").entered();
         let registry = self.registry.read().map_err(|_| RouterError::Poisoned)?;
-        match choice {
-            Choice::Base => Ok(RoutePlan::Base),
-            Choice::Named(id) => {
-                check_registered(&registry, id)?;
-                Ok(RoutePlan::Fixed {
-                    adapters: vec![(id.clone(), 1.0)],
-                })
-            }
-            Choice::Weighted(list) => {
-                let adapters = normalize_weights(list)?;
-                for (id, _) in &adapters {
-                    check_registered(&registry, id)?;
-                }
-                Ok(RoutePlan::Fixed { adapters })
-            }
-            Choice::Auto => {
-                let generation = registry.generation();
-                if let Some(plan) = self.cache.get(prompt, generation) {
-                    tracing::debug!("route cache hit");
-                    return Ok(plan);
-                }
-                let plan = retrieve(
-                    registry.embedder().as_ref(),
-                    registry.index(),
-                    prompt,
-                    &self.config.retrieval,
-                )?;
-                self.cache.put(prompt, generation, &plan);
-                Ok(plan)
-            }
+        if let Some(plan) = RoutePlan::explicit(choice, |id| is_registered(&registry, id)) {
+            return plan;
         }
+        let generation = registry.generation();
+        if let Some(plan) = self.cache.get(prompt, generation) {
+            tracing::debug!("route cache hit");
+            return Ok(plan);
+        }
+        let plan = retrieve(
+            registry.embedder().as_ref(),
+            registry.index(),
+            prompt,
+            &self.config.retrieval,
+        )?;
+        self.cache.put(prompt, generation, &plan);
+        Ok(plan)
     }
 }
 
-fn check_registered(registry: &Registry, id: &loramux_runtime::AdapterId) -> Result<()> {
-    let key = to_key(id)?;
-    // The index holds exactly the registered adapters, in memory: no database round trip.
-    if registry.index().contains(&key) {
-        Ok(())
-    } else {
-        Err(RouterError::UnknownAdapter { id: id.to_string() })
-    }
+/// The index holds exactly the registered adapters, in memory: no database round trip.
+fn is_registered(registry: &Registry, id: &loramux_runtime::AdapterId) -> bool {
+    to_key(id).is_ok_and(|key| registry.index().contains(&key))
 }
 
 #[cfg(test)]

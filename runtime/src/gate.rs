@@ -45,10 +45,12 @@ pub trait Gate: Send + Sync {
     }
 
     /// Hears that bank `slot` now holds adapter `id` (called whenever an adapter is leased):
-    /// a gate that scores adapters by identity needs it. Returns whether the gate knows the
-    /// adapter; the default knows none and needs none.
+    /// a gate that scores adapters by identity needs it. Returns whether the gate scores the
+    /// adapter; one it does not score keeps its fixed weight, and a sequence none of whose
+    /// adapters are scored is not gated at all. A gate that plans without identities scores
+    /// every adapter alike: the default.
     fn bind(&self, _slot: u32, _id: &str) -> bool {
-        false
+        true
     }
 }
 

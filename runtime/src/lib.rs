@@ -23,8 +23,8 @@ pub mod tokenizer;
 pub mod train;
 pub mod weights;
 
-pub use adapter::{Adapter, AdapterId};
-pub use bank::{AdapterBank, AdapterLease, BankConfig, BankStats};
+pub use adapter::{Adapter, AdapterId, HostCache, HostCacheStats};
+pub use bank::{AdapterBank, AdapterLease, BankConfig, BankStats, ResidencyKey};
 pub use base::BaseModel;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use config::{ModelConfig, ModuleKind};

@@ -5,14 +5,13 @@ use super::generate::{resolve_model, DtypeArg};
 use anyhow::Context;
 use clap::Args;
 use loramux::server::{
-    configure, AdapterCatalog, DirCatalog, Limits, LoadedAdapters, RegistryCatalog, ServerMetrics,
-    ServerState,
+    configure, AdapterCatalog, DirCatalog, Limits, RegistryCatalog, ServerMetrics, ServerState,
 };
 use loramux_eval::harness::model::GATE_FILE;
 use loramux_router::gate::{GateConfig, GateWeights, LearnedGate};
 use loramux_router::{PeftValidator, Router, RouterConfig};
 use loramux_runtime::engine::{self, EngineConfig};
-use loramux_runtime::{AdapterBank, BankConfig, BaseModel, DeviceChoice};
+use loramux_runtime::{AdapterBank, BankConfig, BaseModel, DeviceChoice, HostCache};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -56,6 +55,10 @@ pub struct ServeArgs {
     /// Adapters resident at once (LRU beyond).
     #[arg(long, default_value_t = 16)]
     bank_slots: usize,
+    /// Host memory for loaded adapters, in bytes (suffixes K, M, G: powers of 1024);
+    /// least recently used adapters are dropped beyond it and read again from disk.
+    #[arg(long, default_value = "2G", value_parser = parse_bytes)]
+    host_cache_bytes: usize,
     /// Largest adapter rank the bank holds.
     #[arg(long, default_value_t = 64)]
     bank_rank: usize,
@@ -130,7 +133,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         base_name,
         engine,
         catalog,
-        loaded: LoadedAdapters::default(),
+        adapters: HostCache::new(args.host_cache_bytes),
         limits: Limits::default(),
         metrics: ServerMetrics::default(),
         admin_token: args
@@ -197,4 +200,41 @@ fn load_gate(
             ..GateConfig::default()
         },
     ))))
+}
+
+/// `1048576`, `512K`, `64M`, `2G` (powers of 1024).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let scale: usize = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (use K, M or G)")),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?} is not a byte count"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_take_binary_suffixes_and_refuse_the_rest() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512K"), Ok(512 << 10));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert!(parse_bytes("2T").is_err());
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("").is_err());
+    }
 }

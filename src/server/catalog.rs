@@ -4,23 +4,15 @@
 //! tests and simple setups; the SQLite registry with its embedding index implements it for
 //! `loramux serve`.
 
-use loramux_runtime::{Adapter, AdapterId, ModelConfig};
+use loramux_router::{Choice, RoutePlan, RouterError};
+use loramux_runtime::AdapterId;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct CatalogEntry {
     pub id: AdapterId,
     pub dir: PathBuf,
     pub description: String,
-}
-
-/// One retrieved candidate: similarity to the prompt and its prior mixing weight.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RoutedCandidate {
-    pub id: AdapterId,
-    pub similarity: f32,
-    pub prior: f32,
 }
 
 /// A registration asked for over HTTP: a PEFT folder under an allowed root.
@@ -50,8 +42,9 @@ pub enum CatalogError {
 pub trait AdapterCatalog: Send + Sync {
     fn list(&self) -> Vec<CatalogEntry>;
     fn get(&self, id: &str) -> Option<CatalogEntry>;
-    /// Candidates for a prompt, best first; empty means "use the base model".
-    fn route(&self, prompt: &str) -> Vec<RoutedCandidate>;
+    /// The plan for a request's choice: explicit choices checked against this catalog,
+    /// `auto` through retrieval (`prompt` is what it retrieves for).
+    fn resolve(&self, choice: &Choice, prompt: &str) -> Result<RoutePlan, CatalogError>;
     /// Registers an adapter; catalogs without storage refuse with `ReadOnly`.
     fn register(&self, _request: Registration) -> Result<CatalogEntry, CatalogError> {
         Err(CatalogError::ReadOnly)
@@ -66,7 +59,7 @@ pub trait AdapterCatalog: Send + Sync {
 }
 
 /// Every sub-folder of one folder is an adapter named after the folder. No retrieval:
-/// `auto` falls back to the base model.
+/// `auto` is the base model.
 pub struct DirCatalog {
     root: PathBuf,
 }
@@ -102,64 +95,56 @@ impl AdapterCatalog for DirCatalog {
         self.list().into_iter().find(|e| e.id.as_str() == id)
     }
 
-    fn route(&self, _prompt: &str) -> Vec<RoutedCandidate> {
-        Vec::new()
+    fn resolve(&self, choice: &Choice, _prompt: &str) -> Result<RoutePlan, CatalogError> {
+        RoutePlan::explicit(choice, |id| self.get(id.as_str()).is_some())
+            .unwrap_or(Ok(RoutePlan::Base))
+            .map_err(CatalogError::from)
     }
 }
 
-/// Loaded adapters, shared by all requests so files are read once.
-#[derive(Default)]
-pub struct LoadedAdapters {
-    map: dashmap::DashMap<AdapterId, Arc<Adapter>>,
-}
-
-impl LoadedAdapters {
-    pub fn get_or_load(
-        &self,
-        entry: &CatalogEntry,
-        cfg: &ModelConfig,
-    ) -> loramux_runtime::Result<Arc<Adapter>> {
-        if let Some(a) = self.map.get(&entry.id) {
-            return Ok(a.clone());
+impl From<RouterError> for CatalogError {
+    fn from(e: RouterError) -> Self {
+        match e {
+            RouterError::UnknownAdapter { id } => Self::NotFound(id),
+            RouterError::InvalidChoice { reason } => Self::Rejected(reason),
+            other => Self::Internal(other.to_string()),
         }
-        let adapter = Arc::new(Adapter::load(bank_id(entry)?, &entry.dir, cfg)?);
-        self.map.insert(entry.id.clone(), adapter.clone());
-        Ok(adapter)
     }
-
-    pub fn forget(&self, id: &AdapterId) {
-        self.map.remove(id);
-    }
-}
-
-/// The id an adapter has inside the `AdapterBank`: the catalog id plus a hash of its folder.
-/// The bank keys residency by id, so an adapter replaced under the same catalog id (a new
-/// registry folder) must not hit the old, still-resident weights.
-fn bank_id(entry: &CatalogEntry) -> loramux_runtime::Result<AdapterId> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    entry.dir.hash(&mut h);
-    let id = entry.id.as_str();
-    let prefix = &id[..id.len().min(AdapterId::MAX_LEN - 9)];
-    AdapterId::new(&format!("{prefix}.{:08x}", h.finish() as u32))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loramux_runtime::AdapterId;
+
+    fn id(s: &str) -> AdapterId {
+        AdapterId::new(s).unwrap()
+    }
 
     #[test]
-    fn a_replaced_adapter_gets_a_new_bank_id() {
-        let entry = |dir: &str| CatalogEntry {
-            id: AdapterId::new(&"a".repeat(AdapterId::MAX_LEN)).unwrap(),
-            dir: PathBuf::from(dir),
-            description: String::new(),
-        };
-        let first = bank_id(&entry("/r/adapters/x@1")).unwrap();
-        let again = bank_id(&entry("/r/adapters/x@1")).unwrap();
-        let replaced = bank_id(&entry("/r/adapters/x@2")).unwrap();
-        assert_eq!(first, again);
-        assert_ne!(first, replaced);
-        assert!(first.as_str().len() <= AdapterId::MAX_LEN);
+    fn a_folder_catalog_resolves_explicit_choices_by_the_routers_rules() {
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/adapters");
+        let catalog = DirCatalog::new(fixtures);
+        assert_eq!(
+            catalog.resolve(&Choice::Auto, "anything").unwrap(),
+            RoutePlan::Base
+        );
+        let mix = Choice::Weighted(vec![(id("r8-qv"), 3.0), (id("r2-all7"), 1.0)]);
+        assert_eq!(
+            catalog.resolve(&mix, "").unwrap(),
+            RoutePlan::Fixed {
+                adapters: vec![(id("r8-qv"), 0.75), (id("r2-all7"), 0.25)]
+            }
+        );
+        assert!(matches!(
+            catalog.resolve(&Choice::Named(id("ghost")), ""),
+            Err(CatalogError::NotFound(ref g)) if g == "ghost"
+        ));
+        let twice = Choice::Weighted(vec![(id("r8-qv"), 1.0), (id("r8-qv"), 1.0)]);
+        assert!(matches!(
+            catalog.resolve(&twice, ""),
+            Err(CatalogError::Rejected(_))
+        ));
     }
 }

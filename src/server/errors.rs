@@ -3,6 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use loramux_runtime::engine::{EngineFailure, FailureKind};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +16,9 @@ pub enum ApiError {
     TooLarge(String),
     #[error("the server is at capacity; retry later")]
     Overloaded,
+    /// The engine cannot take the request now (no adapter slot or memory for it).
+    #[error("{0}; retry later")]
+    Unavailable(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
     #[error("not found")]
@@ -34,13 +38,28 @@ struct Inner<'a> {
     message: String,
 }
 
+/// What a 429 or 503 asks the client to wait: about one engine step's backlog.
+const RETRY_AFTER_SECONDS: u32 = 1;
+
 impl ApiError {
+    /// The message a client sees: internal details go to the log only.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Internal(detail) => {
+                tracing::error!("internal error: {detail}");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
             Self::UnknownModel(_) => "model_not_found",
             Self::TooLarge(_) => "request_too_large",
             Self::Overloaded => "overloaded",
+            Self::Unavailable(_) => "unavailable",
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
             Self::Internal(_) => "internal_error",
@@ -55,23 +74,21 @@ impl ResponseError for ApiError {
             Self::UnknownModel(_) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let message = match self {
-            Self::Internal(detail) => {
-                tracing::error!("internal error: {detail}");
-                "internal error".to_string()
-            }
-            other => other.to_string(),
-        };
-        HttpResponse::build(self.status_code()).json(Body {
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Unavailable(_) | Self::Overloaded) {
+            response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
+        }
+        response.json(Body {
             error: Inner {
                 code: self.code(),
-                message,
+                message: self.client_message(),
             },
         })
     }
@@ -88,6 +105,16 @@ impl From<loramux_runtime::RuntimeError> for ApiError {
     }
 }
 
+impl From<EngineFailure> for ApiError {
+    fn from(e: EngineFailure) -> Self {
+        match e.kind {
+            FailureKind::Request => Self::InvalidRequest(e.message),
+            FailureKind::Capacity => Self::Unavailable(e.message),
+            FailureKind::Internal => Self::Internal(e.message),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +127,21 @@ mod tests {
             (ApiError::UnknownModel("m".into()), 404, "model_not_found"),
             (ApiError::TooLarge("big".into()), 413, "request_too_large"),
             (ApiError::Overloaded, 429, "overloaded"),
+            (
+                EngineFailure::capacity("every bank slot is pinned").into(),
+                503,
+                "unavailable",
+            ),
+            (
+                EngineFailure::request("the prompt is empty").into(),
+                400,
+                "invalid_request",
+            ),
+            (
+                EngineFailure::internal("secret forward failure").into(),
+                500,
+                "internal_error",
+            ),
             (ApiError::Unauthorized, 401, "unauthorized"),
             (
                 ApiError::Internal("secret path /etc".into()),
@@ -110,6 +152,11 @@ mod tests {
         for (err, status, code) in cases {
             let resp = err.error_response();
             assert_eq!(resp.status().as_u16(), status);
+            assert_eq!(
+                resp.headers().contains_key("retry-after"),
+                matches!(status, 429 | 503),
+                "{code}"
+            );
             let body = to_bytes(resp.into_body()).await.unwrap();
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(v["error"]["code"], code);

@@ -6,7 +6,7 @@ use loramux_runtime::engine::TokenGateWeights;
 use serde::Serialize;
 
 /// Weights are rounded to this many decimals: enough to read, short to send.
-const DECIMALS: i32 = 4;
+const DECIMALS: i32 = 6;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct GateWeights {

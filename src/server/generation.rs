@@ -4,13 +4,14 @@
 
 use super::errors::ApiError;
 use super::gate_report::GateTally;
-use super::openai::{CommonParams, Routing, Scored, Usage, Weighted};
+use super::openai::{CommonParams, GateUse, Routing, Scored, Usage, Weighted};
 use super::ServerState;
 use actix_web::web::Bytes;
 use actix_web::HttpResponse;
 use loramux_runtime::engine::{EngineEvent, EngineRequest, SubmitError};
 use loramux_runtime::generate::FinishReason;
-use loramux_runtime::{Adapter, SamplingParams, TokenStream};
+use loramux_router::{Choice, RoutePlan};
+use loramux_runtime::{Adapter, AdapterId, SamplingParams, TokenStream};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -78,20 +79,21 @@ pub fn validate(
     sampling
         .validate()
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-    let (choices, routing) = resolve_routing(state, &params.model, params.adapters, routing_text)?;
+    let resolved = resolve_routing(state, &params.model, params.adapters, routing_text)?;
     let cfg = state.base.model.config();
-    let mut adapters = Vec::with_capacity(choices.len());
-    for (id, weight) in choices {
+    let mut adapters = Vec::with_capacity(resolved.adapters.len());
+    for (id, weight) in resolved.adapters {
         let entry = state
             .catalog
-            .get(&id)
-            .ok_or_else(|| ApiError::UnknownModel(id.clone()))?;
+            .get(id.as_str())
+            .ok_or_else(|| ApiError::UnknownModel(id.to_string()))?;
         let adapter = state
-            .loaded
-            .get_or_load(&entry, cfg)
+            .adapters
+            .get_or_load(&entry.id, &entry.dir, cfg)
             .map_err(|e| ApiError::Internal(format!("adapter {id}: {e}")))?;
         adapters.push((adapter, weight));
     }
+    let routing = resolved.routing;
     for w in &routing.weights {
         state.metrics.routed(&w.id);
     }
@@ -100,7 +102,7 @@ pub fn validate(
         model: params.model,
         prompt_ids,
         adapters,
-        gated: routing.gate.is_some(),
+        gated: resolved.auto && state.gate_top_k.is_some(),
         routing,
         sampling,
         max_tokens,
@@ -116,99 +118,92 @@ pub fn explain(
     explicit: Option<Vec<super::openai::AdapterChoice>>,
     text: &str,
 ) -> Result<Routing, ApiError> {
-    let (choices, routing) = resolve_routing(state, model, explicit, text)?;
-    for (id, _) in &choices {
-        if state.catalog.get(id).is_none() {
-            return Err(ApiError::UnknownModel(id.clone()));
-        }
-    }
-    Ok(routing)
+    Ok(resolve_routing(state, model, explicit, text)?.routing)
 }
 
-/// `base`, an adapter id, an explicit weighted list, or `auto` (retrieval).
+/// A request's routing: the adapters it runs with and what the response says of them.
+struct Resolved {
+    adapters: Vec<(AdapterId, f32)>,
+    routing: Routing,
+    /// Retrieved for `auto`: the engine's learned gate may mix these per token.
+    auto: bool,
+}
+
+/// Translates the request's `model` and `adapters` into the catalog's choice and its plan
+/// into the response's routing object; every rule about the plan lives in the catalog's
+/// resolve (the router's, for the registry).
 fn resolve_routing(
     state: &ServerState,
     model: &str,
     explicit: Option<Vec<super::openai::AdapterChoice>>,
     text: &str,
-) -> Result<(Vec<(String, f32)>, Routing), ApiError> {
-    let weighted = |list: &[(String, f32)]| {
+) -> Result<Resolved, ApiError> {
+    let adapter_id =
+        |id: &str| AdapterId::new(id).map_err(|_| ApiError::UnknownModel(id.to_string()));
+    let choice = match (explicit, model) {
+        (Some(list), _) => Choice::Weighted(
+            list.into_iter()
+                .map(|a| Ok((adapter_id(&a.id)?, a.weight)))
+                .collect::<Result<_, ApiError>>()?,
+        ),
+        (None, "auto" | "") => Choice::Auto,
+        (None, "base") => Choice::Base,
+        (None, name) if name == state.base_name => Choice::Base,
+        (None, id) => Choice::Named(adapter_id(id)?),
+    };
+    let plan = state
+        .catalog
+        .resolve(&choice, text)
+        .map_err(super::catalog_error)?;
+    let weighted = |list: &[(AdapterId, f32)]| {
         list.iter()
             .map(|(id, w)| Weighted {
-                id: id.clone(),
+                id: id.to_string(),
                 weight: *w,
             })
             .collect()
     };
-    if let Some(list) = explicit {
-        if list.is_empty() {
-            return Err(ApiError::InvalidRequest("`adapters` is empty".into()));
-        }
-        if list.iter().any(|a| !a.weight.is_finite()) {
-            return Err(ApiError::InvalidRequest(
-                "adapter weights must be finite numbers".into(),
-            ));
-        }
-        let list: Vec<(String, f32)> = list.into_iter().map(|a| (a.id, a.weight)).collect();
-        let routing = Routing {
-            mode: "mixture",
-            candidates: vec![],
-            weights: weighted(&list),
-            gate: None,
-            gate_weights: None,
-        };
-        return Ok((list, routing));
-    }
-    match model {
-        "base" => Ok((
-            vec![],
-            Routing {
-                mode: "base",
-                candidates: vec![],
-                weights: vec![],
-                gate: None,
-                gate_weights: None,
-            },
-        )),
-        "auto" | "" => {
-            let cands = state.catalog.route(text);
-            let list: Vec<(String, f32)> =
-                cands.iter().map(|c| (c.id.to_string(), c.prior)).collect();
-            let routing = Routing {
-                mode: if list.is_empty() { "base" } else { "auto" },
-                candidates: cands
-                    .iter()
-                    .map(|c| Scored {
-                        id: c.id.to_string(),
-                        score: c.similarity,
-                    })
-                    .collect(),
-                weights: weighted(&list),
-                gate: state
-                    .gate_top_k
-                    .filter(|_| !list.is_empty())
-                    .map(|k| format!("learned gate, top-{k} per token and layer")),
-                gate_weights: None,
+    let routing = |mode, candidates, adapters: &[(AdapterId, f32)]| Routing {
+        mode,
+        candidates,
+        weights: weighted(adapters),
+        gate: None,
+        gate_weights: None,
+    };
+    Ok(match plan {
+        RoutePlan::Base => Resolved {
+            adapters: vec![],
+            routing: routing("base", vec![], &[]),
+            auto: false,
+        },
+        RoutePlan::Fixed { adapters } => {
+            let mode = match choice {
+                Choice::Weighted(_) => "mixture",
+                _ => "adapter",
             };
-            Ok((list, routing))
-        }
-        id => {
-            if id == state.base_name {
-                return resolve_routing(state, "base", None, text);
+            Resolved {
+                routing: routing(mode, vec![], &adapters),
+                adapters,
+                auto: false,
             }
-            let list = vec![(id.to_string(), 1.0)];
-            Ok((
-                list.clone(),
-                Routing {
-                    mode: "adapter",
-                    candidates: vec![],
-                    weights: weighted(&list),
-                    gate: None,
-                    gate_weights: None,
-                },
-            ))
         }
-    }
+        RoutePlan::Auto { candidates, .. } => {
+            let scored = candidates
+                .iter()
+                .map(|c| Scored {
+                    id: c.id.to_string(),
+                    score: c.similarity,
+                })
+                .collect();
+            let adapters: Vec<(AdapterId, f32)> =
+                candidates.into_iter().map(|c| (c.id, c.prior)).collect();
+            Resolved {
+                routing: routing("auto", scored, &adapters),
+                adapters,
+                auto: true,
+            }
+        }
+    })
 }
 
 struct Run {
@@ -227,7 +222,7 @@ struct Run {
 enum Step {
     Text(String),
     Done { reason: &'static str, usage: Usage },
-    Failed(String),
+    Failed(ApiError),
 }
 
 impl Run {
@@ -236,7 +231,10 @@ impl Run {
     async fn next(&mut self, state: &ServerState) -> Option<Step> {
         loop {
             match self.rx.recv().await? {
-                EngineEvent::Started => continue,
+                EngineEvent::Started { gate_scored } => {
+                    self.started(gate_scored, state);
+                    continue;
+                }
                 EngineEvent::Gate(weights) => {
                     self.gate.gate(weights);
                     continue;
@@ -253,7 +251,7 @@ impl Run {
                     let piece = match self.detok.push(t) {
                         Ok(Some(p)) => p,
                         Ok(None) => continue,
-                        Err(e) => return Some(Step::Failed(e.to_string())),
+                        Err(e) => return Some(Step::Failed(ApiError::Internal(e.to_string()))),
                     };
                     if let Some(cut) = self.stop_cut(&piece) {
                         self.rx.close();
@@ -280,7 +278,46 @@ impl Run {
                         },
                     });
                 }
-                EngineEvent::Failed(why) => return Some(Step::Failed(why)),
+                EngineEvent::Failed(why) => return Some(Step::Failed(why.into())),
+            }
+        }
+    }
+
+    /// The engine admitted the request: when its learned gate mixes this sequence, the
+    /// routing says so, and which adapters it scores. Nothing before this names a gate.
+    fn started(&mut self, gate_scored: Option<Vec<bool>>, state: &ServerState) {
+        let (Some(scored), Some(top_k)) = (gate_scored, state.gate_top_k) else {
+            return;
+        };
+        let pick = |want: bool| {
+            self.routing
+                .weights
+                .iter()
+                .zip(&scored)
+                .filter(|(_, &s)| s == want)
+                .map(|(w, _)| w.id.clone())
+                .collect()
+        };
+        self.routing.gate = Some(GateUse {
+            kind: "learned",
+            top_k,
+            scored: pick(true),
+            prior: pick(false),
+        });
+    }
+
+    /// Waits until the engine admits the request (or refuses it), so a refusal is an HTTP
+    /// error and the first streamed chunk already tells whether the gate mixes it.
+    async fn admitted(&mut self, state: &ServerState) -> Result<(), ApiError> {
+        loop {
+            match self.rx.recv().await {
+                Some(EngineEvent::Started { gate_scored }) => {
+                    self.started(gate_scored, state);
+                    return Ok(());
+                }
+                Some(EngineEvent::Failed(why)) => return Err(why.into()),
+                Some(_) => continue,
+                None => return Err(ApiError::Internal("the engine dropped the request".into())),
             }
         }
     }
@@ -290,6 +327,9 @@ impl Run {
         let mut routing = self.routing.clone();
         let ids: Vec<String> = routing.weights.iter().map(|w| w.id.clone()).collect();
         let tokenizer = &state.base.tokenizer;
+        if routing.gate.is_none() {
+            return routing;
+        }
         routing.gate_weights = self.gate.report(&ids, |id| {
             tokenizer.decode(&[id], false).unwrap_or_default()
         });
@@ -331,7 +371,7 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
             SubmitError::QueueFull => ApiError::Overloaded,
             SubmitError::Stopped => ApiError::Internal("engine stopped".into()),
         })?;
-    let mut run = Run {
+    let mut admitted = Run {
         rx,
         routing: p.routing,
         gate: GateTally::default(),
@@ -341,6 +381,8 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
         started: Instant::now(),
         first_token: None,
     };
+    admitted.admitted(&state).await?;
+    let mut run = admitted;
     let id = format!(
         "{}-{:x}",
         if p.kind == Kind::Chat {
@@ -371,7 +413,7 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
                     finish = (reason, usage);
                     break;
                 }
-                Step::Failed(why) => return Err(ApiError::InvalidRequest(why)),
+                Step::Failed(why) => return Err(why),
             }
         }
         if run.rx.is_closed() && !run.stop.is_empty() {
@@ -455,7 +497,7 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
                     return Some((Ok(Bytes::from(all)), (None, None, state, id, model)));
                 }
                 Some(Step::Failed(why)) => {
-                    let err = json!({"error": {"code": "generation_failed", "message": why}});
+                    let err = json!({"error": {"code": why.code(), "message": why.client_message()}});
                     return Some((
                         Ok(Bytes::from(format!("data: {err}\n\n"))),
                         (None, None, state, id, model),

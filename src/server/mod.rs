@@ -10,10 +10,7 @@ mod openai;
 mod registry_catalog;
 mod upload;
 
-pub use catalog::{
-    AdapterCatalog, CatalogEntry, CatalogError, DirCatalog, LoadedAdapters, Registration,
-    RoutedCandidate,
-};
+pub use catalog::{AdapterCatalog, CatalogEntry, CatalogError, DirCatalog, Registration};
 pub use errors::ApiError;
 pub use metrics::ServerMetrics;
 pub use registry_catalog::RegistryCatalog;
@@ -21,7 +18,7 @@ pub use registry_catalog::RegistryCatalog;
 use actix_web::{web, HttpRequest, HttpResponse};
 use generation::Kind;
 use loramux_runtime::engine::EngineHandle;
-use loramux_runtime::{BaseModel, ChatMessage};
+use loramux_runtime::{BaseModel, ChatMessage, HostCache};
 use openai::{ChatRequest, CompletionRequest};
 use serde_json::json;
 use std::sync::Arc;
@@ -51,7 +48,8 @@ pub struct ServerState {
     pub base_name: String,
     pub engine: EngineHandle,
     pub catalog: Arc<dyn AdapterCatalog>,
-    pub loaded: LoadedAdapters,
+    /// Adapters in host memory, bounded in bytes; the bank holds the resident slots.
+    pub adapters: HostCache,
     pub limits: Limits,
     pub metrics: ServerMetrics,
     /// Bearer token required by the admin endpoints (registration, deletion), when set.
@@ -316,7 +314,7 @@ async fn register_adapter(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(catalog_error)?;
-    state.loaded.forget(&entry.id);
+    state.adapters.forget(&entry.id);
     state.metrics.request("adapters_register", 201);
     Ok(HttpResponse::Created().json(entry_json(&entry)))
 }
@@ -335,7 +333,7 @@ async fn delete_adapter(
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(catalog_error)?;
     if let Ok(aid) = loramux_runtime::AdapterId::new(&id) {
-        state.loaded.forget(&aid);
+        state.adapters.forget(&aid);
     }
     Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))
 }

@@ -80,13 +80,25 @@ pub struct Routing {
     pub candidates: Vec<Scored>,
     /// The candidates' prior weights; under a learned gate each token reweighs them.
     pub weights: Vec<Weighted>,
-    /// How `auto` mixes the candidates when not by the fixed weights, e.g.
-    /// `learned gate, top-2 per token and layer`.
+    /// Present only when the learned gate mixed this request (the engine said so when it
+    /// admitted it): which adapters it scored per token and which kept their prior weight.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gate: Option<String>,
+    pub gate: Option<GateUse>,
     /// What the learned gate gave each adapter for this response (once generation ran).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gate_weights: Option<super::gate_report::GateWeights>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GateUse {
+    /// `learned`: the per-token, per-layer gate.
+    pub kind: &'static str,
+    /// Experts kept per token and layer.
+    pub top_k: usize,
+    /// Adapters the gate scored from each token's hidden state.
+    pub scored: Vec<String>,
+    /// Adapters the gate was not trained on: they kept their retrieval prior as weight.
+    pub prior: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -1,9 +1,9 @@
 //! The SQLite registry and its embedding index as the server's adapter catalog: ids and
 //! folders from the registry, `auto` through the router (retrieval + prior + cache).
 
-use super::catalog::{AdapterCatalog, CatalogEntry, CatalogError, Registration, RoutedCandidate};
+use super::catalog::{AdapterCatalog, CatalogEntry, CatalogError, Registration};
 use loramux_index::{AdapterKey, IndexError, NewAdapter, Registry};
-use loramux_router::{PeftValidator, RoutePlan, Router};
+use loramux_router::{Choice, PeftValidator, RoutePlan, Router};
 use loramux_runtime::AdapterId;
 use std::sync::{Arc, RwLock};
 
@@ -62,38 +62,27 @@ impl AdapterCatalog for RegistryCatalog {
         Self::entry(&registry, &record)
     }
 
-    fn route(&self, prompt: &str) -> Vec<RoutedCandidate> {
-        match self.router.route(prompt) {
-            Ok(RoutePlan::Auto { candidates, top_k }) => {
-                // The kept top-k share the mixture: renormalize their priors to sum to 1.
+    fn resolve(&self, choice: &Choice, prompt: &str) -> Result<RoutePlan, CatalogError> {
+        match self.router.resolve(choice, prompt)? {
+            RoutePlan::Auto { candidates, top_k } => {
+                // The kept candidates share the mixture: renormalize their priors to sum 1.
                 let keep = if self.all_candidates {
                     candidates.len()
                 } else {
                     top_k.max(1)
                 };
-                let kept: Vec<_> = candidates.into_iter().take(keep).collect();
+                let mut kept: Vec<_> = candidates.into_iter().take(keep).collect();
                 let total: f32 = kept.iter().map(|c| c.prior).sum();
-                kept.into_iter()
-                    .map(|c| RoutedCandidate {
-                        id: c.id,
-                        similarity: c.similarity,
-                        prior: if total > 0.0 { c.prior / total } else { 0.0 },
-                    })
-                    .collect()
-            }
-            Ok(RoutePlan::Fixed { adapters }) => adapters
-                .into_iter()
-                .map(|(id, w)| RoutedCandidate {
-                    id,
-                    similarity: 1.0,
-                    prior: w,
+                for c in &mut kept {
+                    c.prior = if total > 0.0 { c.prior / total } else { 0.0 };
+                }
+                let top_k = top_k.min(kept.len());
+                Ok(RoutePlan::Auto {
+                    candidates: kept,
+                    top_k,
                 })
-                .collect(),
-            Ok(RoutePlan::Base) => Vec::new(),
-            Err(e) => {
-                tracing::warn!("routing failed, serving the base model: {e}");
-                Vec::new()
             }
+            plan => Ok(plan),
         }
     }
 

@@ -2,7 +2,7 @@
 //! default model, the real engine and the PEFT fixture adapters.
 
 use actix_web::{test, App};
-use loramux::server::{configure, DirCatalog, Limits, LoadedAdapters, ServerMetrics, ServerState};
+use loramux::server::{configure, DirCatalog, Limits, ServerMetrics, ServerState};
 use loramux_runtime::engine::{self, EngineConfig};
 use loramux_runtime::generate::{generate_batch, GenerationRequest};
 use loramux_runtime::{
@@ -45,7 +45,7 @@ fn state(queue: usize) -> Arc<ServerState> {
         base_name: "smollm2".into(),
         engine,
         catalog: Arc::new(DirCatalog::new(adapters)),
-        loaded: LoadedAdapters::default(),
+        adapters: loramux_runtime::HostCache::new(1 << 30),
         limits: Limits {
             max_body_bytes: 64 * 1024,
             max_prompt_tokens: 512,
@@ -540,4 +540,283 @@ async fn registry_registration_auto_routing_and_admin_auth() {
     )
     .await;
     assert_eq!(gone.status().as_u16(), 404);
+}
+
+/// Records, for every gate call (one per layer and step), the plan of the last token row:
+/// with one sequence that is the row that samples the next token.
+struct RecordingGate<'a> {
+    inner: &'a dyn loramux_runtime::Gate,
+    last_rows: std::sync::Mutex<Vec<Vec<loramux_kernels::SlotWeight>>>,
+}
+
+impl loramux_runtime::Gate for RecordingGate<'_> {
+    fn plan(&self, input: &loramux_runtime::GateInput<'_>) -> loramux_kernels::MixPlan {
+        let plan = self.inner.plan(input);
+        let last = plan.row(plan.rows() - 1).to_vec();
+        self.last_rows.lock().unwrap().push(last);
+        plan
+    }
+
+    fn bind(&self, slot: u32, id: &str) -> bool {
+        self.inner.bind(slot, id)
+    }
+}
+
+/// The learned gate acts in the served path: a gate built here (random scorers, so its
+/// weights differ by layer and token) over two of three registered adapters is served
+/// in-process behind the real registry and router. The HTTP response's `gate_weights` must
+/// differ across layers and tokens and equal, within 1e-5, what the same gate computes
+/// directly for the same prompt; the adapter the gate does not know keeps its prior, and
+/// the response says which adapters the gate scored. If the engine bound the gate by any
+/// other id than the catalog's, no adapter would be scored, `routing.gate` would be absent
+/// and the weights would be the prior's: every assertion below would fail.
+#[actix_web::test]
+async fn the_served_gate_is_the_gate_the_runtime_computes() {
+    use loramux::server::RegistryCatalog;
+    use loramux_index::{AdapterKey, BertEmbedder, BertEmbedderConfig, NewAdapter, Registry};
+    use loramux_router::gate::{GateConfig, GateWeights, LearnedGate};
+    use loramux_router::{PeftValidator, Router, RouterConfig};
+    use loramux_runtime::{Adapter, AdapterId, Candidate};
+    use rand::{Rng, SeedableRng};
+    use std::sync::RwLock;
+
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/adapters");
+    let base = base();
+    let cfg = base.model.config().clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedder_dir = loramux_runtime::fetch::DEFAULT_EMBEDDER
+        .path()
+        .expect("embedder fetched");
+    let embedder =
+        BertEmbedder::load(&embedder_dir, BertEmbedderConfig::default()).expect("embedder");
+    let mut registry = Registry::open(
+        dir.path(),
+        loramux_index::RegistryConfig {
+            allowed_roots: vec![fixtures.clone()],
+            ..Default::default()
+        },
+        Arc::new(embedder),
+    )
+    .expect("registry");
+    let validator = PeftValidator::new(cfg.clone());
+    let adapters = [
+        ("roasting", "r8_qv", "Roasting meat and vegetables in the oven"),
+        ("baking", "r4_rank_pattern", "Baking bread, cakes and pastries"),
+        ("grilling", "r2_all7", "Grilling and barbecue cooking"),
+    ];
+    for (id, sub, description) in adapters {
+        registry
+            .register(
+                NewAdapter {
+                    id: AdapterKey::new(id).unwrap(),
+                    source: fixtures.join(sub),
+                    description: description.into(),
+                    examples: vec![format!("{description}: how long and at what temperature?")],
+                    tags: vec![],
+                    replace: false,
+                },
+                &validator,
+            )
+            .expect("registered");
+    }
+    let router =
+        Router::new(Arc::new(RwLock::new(registry)), RouterConfig::default()).expect("router");
+    // The gate knows roasting and baking; grilling is new to it.
+    let known = ["roasting", "baking"];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let weights = GateWeights {
+        adapter_ids: known.iter().map(|s| s.to_string()).collect(),
+        num_layers: cfg.num_layers,
+        hidden_size: cfg.hidden_size,
+        weight: (0..cfg.num_layers * known.len() * cfg.hidden_size)
+            .map(|_| rng.random_range(-0.1..0.1))
+            .collect(),
+        bias: (0..cfg.num_layers * known.len())
+            .map(|_| rng.random_range(-0.5..0.5))
+            .collect(),
+    };
+    let gate_config = GateConfig::default();
+    let bank_config = BankConfig {
+        slots: 4,
+        r_max: 16,
+    };
+    let engine = engine::spawn_with_gate(
+        base.clone(),
+        AdapterBank::new(&cfg, bank_config).expect("bank"),
+        EngineConfig::default(),
+        Some(Arc::new(LearnedGate::new(weights.clone(), gate_config))),
+    );
+    let state = Arc::new(ServerState {
+        base: base.clone(),
+        base_name: "smollm2".into(),
+        engine,
+        catalog: Arc::new(RegistryCatalog::new(router, validator).with_all_candidates()),
+        adapters: loramux_runtime::HostCache::new(1 << 30),
+        limits: Limits::default(),
+        metrics: ServerMetrics::default(),
+        admin_token: None,
+        gate_top_k: Some(gate_config.top_k),
+    });
+    let app = test::init_service(App::new().configure(configure(state.clone()))).await;
+    let ask = "How long should I roast a chicken in the oven, and at what temperature?";
+    let max_tokens = 8;
+    let resp: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .set_json(json!({"model": "auto", "messages": [{"role": "user", "content": ask}],
+                             "temperature": 0, "max_tokens": max_tokens}))
+            .to_request(),
+    )
+    .await;
+    let routing = &resp["routing"];
+    let ids: Vec<String> = routing["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .collect();
+    let priors: Vec<f32> = routing["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["weight"].as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(ids.len(), 3, "all three adapters are candidates: {routing}");
+    let gate = &routing["gate"];
+    assert_eq!(gate["kind"], "learned", "{routing}");
+    let mut scored: Vec<&str> = gate["scored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    scored.sort();
+    assert_eq!(scored, ["baking", "roasting"], "{routing}");
+    assert_eq!(gate["prior"], json!(["grilling"]), "{routing}");
+    let report = &routing["gate_weights"];
+    assert_eq!(report["adapters"], json!(ids));
+
+    // The same request computed directly: the runtime's plain generation with the same gate.
+    let direct_gate = LearnedGate::new(weights, gate_config);
+    let recording = RecordingGate {
+        inner: &direct_gate,
+        last_rows: Default::default(),
+    };
+    let mut bank = AdapterBank::new(&cfg, bank_config).expect("bank");
+    let subs: std::collections::HashMap<&str, &str> =
+        adapters.iter().map(|(id, sub, _)| (*id, *sub)).collect();
+    let mut leases = Vec::new();
+    let mut candidates = Vec::new();
+    for (id, prior) in ids.iter().zip(&priors) {
+        let adapter = Adapter::load(
+            AdapterId::new(id).unwrap(),
+            &fixtures.join(subs[id.as_str()]),
+            &cfg,
+        )
+        .expect("adapter");
+        let lease = bank.acquire(&adapter).expect("room");
+        loramux_runtime::Gate::bind(&recording, lease.slot(), id);
+        candidates.push(Candidate {
+            slot: lease.slot(),
+            prior: *prior,
+        });
+        leases.push(lease);
+    }
+    let out = generate_batch(
+        &base.model,
+        &bank,
+        &recording,
+        &[GenerationRequest {
+            prompt_ids: base.chat_prompt_ids(ask).expect("prompt"),
+            candidates: candidates.clone(),
+            sampling: SamplingParams::default(),
+            max_tokens,
+            stop_ids: base.tokenizer.eos_ids(),
+        }],
+        &mut |_, _| {},
+    )
+    .expect("direct generation");
+    let layers = cfg.num_layers;
+    let rows = recording.last_rows.into_inner().unwrap();
+    let tokens = out[0].output_ids.len();
+    assert_eq!(rows.len(), tokens * layers, "one gate call per layer and step");
+    // expected[t][l][c]: candidate c's weight in layer l for completion token t.
+    let expected: Vec<Vec<Vec<f64>>> = rows
+        .chunks(layers)
+        .map(|step| {
+            step.iter()
+                .map(|row| {
+                    candidates
+                        .iter()
+                        .map(|c| {
+                            row.iter()
+                                .filter(|w| w.slot == c.slot)
+                                .map(|w| w.weight as f64)
+                                .sum()
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let per_token = report["per_token"].as_array().unwrap();
+    assert_eq!(per_token.len(), tokens, "{report}");
+    let close = |got: &Value, want: f64, what: &str| {
+        let got = got.as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-5, "{what}: served {got}, direct {want}");
+    };
+    for (t, token) in per_token.iter().enumerate() {
+        for c in 0..ids.len() {
+            let want = expected[t].iter().map(|l| l[c]).sum::<f64>() / layers as f64;
+            close(&token["weights"][c], want, &format!("token {t}, {}", ids[c]));
+        }
+    }
+    let per_layer = report["per_layer"].as_array().unwrap();
+    assert_eq!(per_layer.len(), layers);
+    for (l, layer) in per_layer.iter().enumerate() {
+        for c in 0..ids.len() {
+            let want = expected.iter().map(|t| t[l][c]).sum::<f64>() / tokens as f64;
+            close(&layer[c], want, &format!("layer {l}, {}", ids[c]));
+        }
+    }
+    // The unknown adapter keeps its prior in every layer and token; the gated ones do not.
+    let grilling = ids.iter().position(|i| i == "grilling").unwrap();
+    let roasting = ids.iter().position(|i| i == "roasting").unwrap();
+    for step in &expected {
+        for layer in step {
+            assert!((layer[grilling] - priors[grilling] as f64).abs() < 1e-6);
+        }
+    }
+    let spread = |xs: &[f64]| {
+        xs.iter().cloned().fold(f64::MIN, f64::max) - xs.iter().cloned().fold(f64::MAX, f64::min)
+    };
+    let by_layer: Vec<f64> = per_layer
+        .iter()
+        .map(|l| l[roasting].as_f64().unwrap())
+        .collect();
+    let by_token: Vec<f64> = per_token
+        .iter()
+        .map(|t| t["weights"][roasting].as_f64().unwrap())
+        .collect();
+    assert!(
+        spread(&by_layer) > 0.05,
+        "the weights differ across layers: {by_layer:?}"
+    );
+    assert!(
+        spread(&by_token) > 1e-3,
+        "the weights differ across tokens: {by_token:?}"
+    );
+    // And the text is the directly generated one.
+    let mut ids_out = out[0].output_ids.clone();
+    if ids_out
+        .last()
+        .is_some_and(|t| base.tokenizer.eos_ids().contains(t))
+    {
+        ids_out.pop();
+    }
+    assert_eq!(
+        resp["choices"][0]["message"]["content"],
+        base.tokenizer.decode(&ids_out, true).expect("decode")
+    );
 }

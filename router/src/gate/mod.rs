@@ -5,7 +5,8 @@
 //! [`LearnedGate`] implements the runtime's `Gate`; [`train`] fits its weights with the base
 //! model and the adapters frozen. The gate scores adapters by id, the runtime names them by
 //! bank slot: whoever leases adapters binds each slot to its id ([`LearnedGate::bind`]). A
-//! row with a candidate the gate was not trained on falls back to the retrieval prior.
+//! candidate the gate was not trained on keeps its retrieval prior, per adapter; the others
+//! are still scored.
 
 pub mod train;
 mod weights;
@@ -62,6 +63,10 @@ impl LearnedGate {
         &self.weights
     }
 
+    /// One row's experts. Candidates the gate knows compete for their share of the prior
+    /// mass (the sum of their priors): logits plus `ln(prior)`, top-k, softmax, scaled by
+    /// that share. A candidate the gate was not trained on keeps its retrieval prior as its
+    /// weight, so one new adapter does not switch the gate off for the whole row.
     fn plan_row(
         &self,
         layer: usize,
@@ -72,24 +77,32 @@ impl LearnedGate {
         out: &mut Vec<SlotWeight>,
     ) {
         scored.clear();
+        out.clear();
+        let mut known_mass = 0.0;
         for c in cands {
-            let Some(e) = experts.get(c.slot as usize).copied().flatten() else {
-                // A candidate the gate never saw: the retrieval prior decides for the row.
-                prior_row(cands, out);
-                return;
-            };
-            let bias = self.config.prior_weight * c.prior.max(MIN_PRIOR).ln();
-            scored.push((self.weights.logit(layer, e, h) + bias, c.slot));
+            match experts.get(c.slot as usize).copied().flatten() {
+                Some(e) => {
+                    known_mass += c.prior;
+                    let bias = self.config.prior_weight * c.prior.max(MIN_PRIOR).ln();
+                    scored.push((self.weights.logit(layer, e, h) + bias, c.slot));
+                }
+                None => out.push(SlotWeight {
+                    slot: c.slot,
+                    weight: c.prior,
+                }),
+            }
+        }
+        if scored.is_empty() {
+            return;
         }
         // Highest logit first; the slot breaks ties so plans are deterministic.
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         scored.truncate(self.config.top_k);
         let top = scored[0].0;
         let total: f32 = scored.iter().map(|(l, _)| (l - top).exp()).sum();
-        out.clear();
         out.extend(scored.iter().map(|&(l, slot)| SlotWeight {
             slot,
-            weight: (l - top).exp() / total,
+            weight: known_mass * (l - top).exp() / total,
         }));
     }
 }

@@ -195,26 +195,54 @@ fn top_k_keeps_the_highest_logits_and_renormalizes_them() {
 }
 
 #[test]
-fn candidates_unknown_to_the_gate_fall_back_to_the_prior() {
-    let gate = LearnedGate::new(random_gate(&["a", "b"], 5), GateConfig::default());
+fn an_unknown_candidate_keeps_its_prior_and_the_known_ones_are_still_gated() {
+    let weights = random_gate(&["a", "b"], 5);
+    let gate = LearnedGate::new(weights.clone(), GateConfig::default());
     assert!(gate.bind(0, "a"));
+    assert!(gate.bind(2, "b"));
     assert!(!gate.bind(1, "newcomer"));
+    let cands = [cand(0, 0.5), cand(1, 0.2), cand(2, 0.3)];
+    let rows = [&cands[..]];
+    let hidden = hidden_rows(1, 6);
+    let input = |layer| GateInput {
+        layer,
+        hidden: &hidden,
+        hidden_size: 16,
+        row_candidates: &rows,
+    };
+    let mut differs_from_prior = false;
+    for layer in 0..tiny().num_layers {
+        let plan = gate.plan(&input(layer));
+        let row = plan.row(0);
+        let weight = |slot| row.iter().find(|w| w.slot == slot).map(|w| w.weight);
+        assert_eq!(weight(1), Some(0.2), "the newcomer keeps its prior");
+        // a and b share the remaining 0.8 by the gate's softmax over logit + ln(prior).
+        let la = weights.logit(layer, 0, &hidden) + 0.5f32.ln();
+        let lb = weights.logit(layer, 1, &hidden) + 0.3f32.ln();
+        let wa = 0.8 / (1.0 + (lb - la).exp());
+        assert!((weight(0).unwrap() - wa).abs() < 1e-6, "layer {layer}");
+        assert!((weight(2).unwrap() - (0.8 - wa)).abs() < 1e-6, "layer {layer}");
+        differs_from_prior |= (weight(0).unwrap() - 0.5).abs() > 1e-3;
+    }
+    assert!(differs_from_prior, "the gate, not the prior, mixed a and b");
+    assert_ne!(gate.plan(&input(0)), FixedGate.plan(&input(0)));
+}
+
+#[test]
+fn a_row_of_only_unknown_candidates_is_the_prior() {
+    let gate = LearnedGate::new(random_gate(&["a", "b"], 5), GateConfig::default());
+    assert!(!gate.bind(0, "x"));
+    assert!(!gate.bind(1, "y"));
     let cands = [cand(0, 0.7), cand(1, 0.3)];
     let rows = [&cands[..]];
     let hidden = hidden_rows(1, 6);
-    let plan = gate.plan(&GateInput {
+    let input = GateInput {
         layer: 0,
         hidden: &hidden,
         hidden_size: 16,
         row_candidates: &rows,
-    });
-    let fixed = FixedGate.plan(&GateInput {
-        layer: 0,
-        hidden: &hidden,
-        hidden_size: 16,
-        row_candidates: &rows,
-    });
-    assert_eq!(plan, fixed);
+    };
+    assert_eq!(gate.plan(&input), FixedGate.plan(&input));
 }
 
 /// Logits of the inference model for `tokens` with each adapter leased in `bank` order.

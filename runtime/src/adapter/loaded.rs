@@ -138,6 +138,14 @@ impl Adapter {
     pub fn modules(&self) -> impl Iterator<Item = ((usize, ModuleKind), &LoraWeights)> + '_ {
         self.weights.iter().map(|(&k, w)| (k, w))
     }
+    /// Bytes of weights held in host memory (A and B of every module, f32).
+    pub fn host_bytes(&self) -> usize {
+        self.weights
+            .values()
+            .map(|w| (w.a.len() + w.b.len()) * std::mem::size_of::<f32>())
+            .sum()
+    }
+
     pub fn num_modules(&self) -> usize {
         self.weights.len()
     }

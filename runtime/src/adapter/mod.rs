@@ -7,6 +7,7 @@
 //! and the reason.
 
 mod config;
+mod host_cache;
 mod id;
 mod loaded;
 mod peft_config;
@@ -18,6 +19,7 @@ mod weights;
 pub(crate) mod testing;
 
 pub use config::{module_path, AdapterConfig, LayerSelection, ModuleMatcher};
+pub use host_cache::{HostCache, HostCacheStats};
 pub use id::AdapterId;
 pub use loaded::{Adapter, AdapterSource};
 pub use peft_config::{IntOrList, OrderedMap, PeftLoraConfig, StringOrList};

@@ -5,8 +5,9 @@
 //! r_max]`, scale and rank per slot, with `(d_in, d_out) = ModelConfig::module_shape(module)`;
 //! `None` until some loaded adapter has targeted that module.
 //!
-//! Adapters are identified by id: acquiring a different `Adapter` under a resident id is a
-//! hit on the resident weights.
+//! Residency is keyed by [`ResidencyKey`] (id and the weights file's sha256): an adapter
+//! loaded from other files under a resident id is a miss and gets its own slot. Adapters
+//! built in memory have no file and are keyed by id alone.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,7 +16,7 @@ use loramux_kernels::{DeviceSlotStack, SlotStack};
 
 use super::lease::lock;
 use super::stacks::ModuleStacks;
-use super::{AdapterLease, BankConfig, BankStats, SlotPlan, SlotTable};
+use super::{AdapterLease, BankConfig, BankStats, ResidencyKey, SlotPlan, SlotTable};
 use crate::model::LoraStacks;
 use crate::{Adapter, AdapterId, ModelConfig, ModuleKind, Result, RuntimeError};
 
@@ -51,15 +52,15 @@ impl AdapterBank {
     /// `AdapterDoesNotFit` (rank above `r_max`, or weights for another model shape; nothing
     /// is evicted) and `BankFull` when every slot is pinned.
     pub fn acquire(&mut self, adapter: &Adapter) -> Result<AdapterLease> {
-        let id = adapter.id();
-        let _span = tracing::debug_span!("bank_acquire", id = %id).entered();
-        if self.slot_of(id).is_none() {
+        let key = ResidencyKey::of(adapter);
+        let _span = tracing::debug_span!("bank_acquire", key = %key).entered();
+        if lock(&self.table).slot_of(&key).is_none() {
             self.stacks.check_fits(adapter)?;
         }
         // The lock is not held while writing: only `&mut self` methods change residency, and
         // a lease dropped meanwhile can only release a slot, never the one being written
         // (it is pinned by this acquire).
-        let plan = lock(&self.table).acquire(id);
+        let plan = lock(&self.table).acquire(&key);
         let slot = match plan {
             SlotPlan::Hit(slot) => slot,
             SlotPlan::Full => {
@@ -76,11 +77,11 @@ impl AdapterBank {
                     lock(&self.table).forget(slot);
                     return Err(e);
                 }
-                tracing::debug!(slot, evicted = ?evict.as_ref().map(AdapterId::as_str), "adapter loaded");
+                tracing::debug!(slot, evicted = ?evict.as_ref().map(ToString::to_string), "adapter loaded");
                 slot
             }
         };
-        Ok(AdapterLease::new(self.table.clone(), slot, id.clone()))
+        Ok(AdapterLease::new(self.table.clone(), slot, key.id))
     }
 
     /// The stacked adapters of one module, `None` until an adapter has targeted it.
@@ -93,8 +94,11 @@ impl AdapterBank {
         self.stacks.device()
     }
 
+    /// The slot holding an adapter with this id (whatever its content), if one is resident.
     pub fn slot_of(&self, id: &AdapterId) -> Option<u32> {
-        lock(&self.table).slot_of(id)
+        let table = lock(&self.table);
+        let key = table.resident_ids().into_iter().find(|k| &k.id == id)?;
+        table.slot_of(&key)
     }
 
     pub fn stats(&self) -> BankStats {
@@ -103,7 +107,11 @@ impl AdapterBank {
 
     /// Resident adapters (pinned or idle), in slot order.
     pub fn resident(&self) -> Vec<AdapterId> {
-        lock(&self.table).resident_ids()
+        lock(&self.table)
+            .resident_ids()
+            .into_iter()
+            .map(|k| k.id)
+            .collect()
     }
 
     /// Number of slots.
@@ -180,6 +188,32 @@ mod tests {
         let lc = bank.acquire(&small("c", 3)).unwrap();
         assert_eq!((lc.slot(), la.slot()), (1, 0));
         assert_eq!(bank.slot_of(&id("a")), Some(0));
+    }
+
+    #[test]
+    fn new_files_under_a_resident_id_are_a_miss_and_keep_the_id() {
+        use crate::adapter::testing::{lora_config, lora_pair, write_adapter};
+        use safetensors::Dtype;
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model();
+        let load = |seed: u64| {
+            let sub = dir.path().join(format!("v{seed}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            let tensors = lora_pair(0, Q, 2, Dtype::F32, seed);
+            write_adapter(&sub, &lora_config(2, 4.0, serde_json::json!(["q_proj"])), &tensors);
+            Adapter::load(id("a"), &sub, &model).unwrap()
+        };
+        let (old, new) = (load(1), load(7));
+        let mut bank = bank(2, 4);
+        let first = bank.acquire(&old).unwrap();
+        let second = bank.acquire(&new).unwrap();
+        assert_ne!(first.slot(), second.slot());
+        assert_ne!(
+            bank.stack(0, Q).unwrap().a(first.slot() as usize),
+            bank.stack(0, Q).unwrap().a(second.slot() as usize)
+        );
+        assert_eq!((first.id(), second.id()), (&id("a"), &id("a")));
+        assert_eq!(bank.acquire(&load(7)).unwrap().slot(), second.slot());
     }
 
     #[test]

@@ -52,8 +52,9 @@ mod tests {
     fn drop_releases_the_pin_and_leases_cross_threads() {
         let table = Arc::new(Mutex::new(SlotTable::new(1)));
         let id = AdapterId::new("a").unwrap();
-        lock(&table).acquire(&id);
-        lock(&table).acquire(&id);
+        let key = crate::bank::ResidencyKey::from(id.clone());
+        lock(&table).acquire(&key);
+        lock(&table).acquire(&key);
         let first = AdapterLease::new(table.clone(), 0, id.clone());
         let second = AdapterLease::new(table.clone(), 0, id.clone());
         assert_eq!((first.slot(), first.id()), (0, &id));
@@ -61,6 +62,6 @@ mod tests {
         assert_eq!(lock(&table).pins(0), 1);
         std::thread::spawn(move || drop(second)).join().unwrap();
         assert_eq!(lock(&table).pins(0), 0);
-        assert_eq!(lock(&table).idle_order(), [id]);
+        assert_eq!(lock(&table).idle_order(), [key]);
     }
 }

@@ -9,10 +9,12 @@
 mod adapter_bank;
 mod config;
 mod lease;
+mod residency_key;
 mod slot_table;
 mod stacks;
 
 pub use adapter_bank::AdapterBank;
 pub use config::BankConfig;
 pub use lease::AdapterLease;
+pub use residency_key::ResidencyKey;
 pub use slot_table::{BankStats, SlotPlan, SlotTable};

@@ -1,4 +1,4 @@
-//! `SlotTable`: the bank's residency policy as plain data — adapter id → slot, pin counts,
+//! `SlotTable`: the bank's residency policy as plain data — adapter key → slot, pin counts,
 //! the LRU order of idle (unpinned) resident adapters, free slots, and counters.
 //!
 //! It knows nothing of tensors: [`SlotTable::plan`] says what an acquire would do
@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::AdapterId;
+use super::ResidencyKey;
 
 /// Cache counters since the bank was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub enum SlotPlan {
     /// Resident already: pin it, write nothing.
     Hit(u32),
     /// Write the adapter into `slot`, evicting the idle adapter there if any.
-    Load { slot: u32, evict: Option<AdapterId> },
+    Load { slot: u32, evict: Option<ResidencyKey> },
     /// Every slot is pinned.
     Full,
 }
@@ -49,14 +49,14 @@ enum Use {
 
 #[derive(Debug, Clone)]
 struct Resident {
-    id: AdapterId,
+    id: ResidencyKey,
     usage: Use,
 }
 
 #[derive(Debug, Clone)]
 pub struct SlotTable {
     slots: Vec<Option<Resident>>,
-    by_id: HashMap<AdapterId, u32>,
+    by_id: HashMap<ResidencyKey, u32>,
     /// Release tick → slot, for idle slots only: the first entry is the LRU victim.
     idle: BTreeMap<u64, u32>,
     tick: u64,
@@ -82,7 +82,7 @@ impl SlotTable {
         self.stats
     }
 
-    pub fn slot_of(&self, id: &AdapterId) -> Option<u32> {
+    pub fn slot_of(&self, id: &ResidencyKey) -> Option<u32> {
         self.by_id.get(id).copied()
     }
 
@@ -98,12 +98,12 @@ impl SlotTable {
     }
 
     /// Resident adapters in slot order.
-    pub fn resident_ids(&self) -> Vec<AdapterId> {
+    pub fn resident_ids(&self) -> Vec<ResidencyKey> {
         self.slots.iter().flatten().map(|r| r.id.clone()).collect()
     }
 
     /// Idle adapters, next victim first.
-    pub fn idle_order(&self) -> Vec<AdapterId> {
+    pub fn idle_order(&self) -> Vec<ResidencyKey> {
         self.idle
             .values()
             .filter_map(|&s| self.resident(s).map(|r| r.id.clone()))
@@ -116,7 +116,7 @@ impl SlotTable {
 
     /// What acquiring `id` would do now. Free slots go lowest first; with none free, the
     /// least recently released idle adapter makes room.
-    pub fn plan(&self, id: &AdapterId) -> SlotPlan {
+    pub fn plan(&self, id: &ResidencyKey) -> SlotPlan {
         if let Some(slot) = self.slot_of(id) {
             return SlotPlan::Hit(slot);
         }
@@ -138,7 +138,7 @@ impl SlotTable {
     /// Plans and carries out an acquire of `id`: on `Hit` and `Load` the adapter ends up
     /// resident and pinned once more. After a `Load` the caller writes the weights, and
     /// calls [`SlotTable::forget`] if that fails.
-    pub fn acquire(&mut self, id: &AdapterId) -> SlotPlan {
+    pub fn acquire(&mut self, id: &ResidencyKey) -> SlotPlan {
         let plan = self.plan(id);
         match &plan {
             SlotPlan::Hit(slot) => {
@@ -211,8 +211,8 @@ impl SlotTable {
 mod tests {
     use super::*;
 
-    fn id(name: &str) -> AdapterId {
-        AdapterId::new(name).unwrap()
+    fn id(name: &str) -> ResidencyKey {
+        crate::AdapterId::new(name).unwrap().into()
     }
 
     fn load(slot: u32, evict: Option<&str>) -> SlotPlan {
@@ -249,7 +249,7 @@ mod tests {
         // Re-acquiring a pulls it out of the idle order; the next victim is b.
         assert_eq!(t.acquire(&id("a")), SlotPlan::Hit(0));
         assert_eq!(t.acquire(&id("e")), load(1, Some("b")));
-        assert_eq!(t.idle_order(), Vec::<AdapterId>::new());
+        assert_eq!(t.idle_order(), Vec::<ResidencyKey>::new());
     }
 
     #[test]

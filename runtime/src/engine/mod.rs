@@ -6,12 +6,14 @@
 //! when it is full); each request streams [`EngineEvent`]s back on its own channel, and
 //! dropping that channel's receiver cancels the sequence.
 
+mod failure;
 mod gate_trace;
 mod handle;
 mod metrics;
 mod scheduler;
 mod worker;
 
+pub use failure::{EngineFailure, FailureKind};
 pub use gate_trace::TokenGateWeights;
 pub use handle::{EngineHandle, SubmitError};
 pub use metrics::{EngineMetrics, MetricsSnapshot};
@@ -60,7 +62,10 @@ pub struct EngineRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineEvent {
     /// The sequence was admitted: its adapters are resident and prefill begins.
-    Started,
+    /// `gate_scored` is `Some` only when the learned gate mixes this sequence: per adapter
+    /// of the request (in its order), whether the gate scores it (`false`: the gate does not
+    /// know it and it keeps its fixed weight).
+    Started { gate_scored: Option<Vec<bool>> },
     /// For a `gated` request: the gate's weights in the step that produced the next
     /// `Token`, sent just before it.
     Gate(TokenGateWeights),
@@ -70,7 +75,7 @@ pub enum EngineEvent {
         prompt_tokens: usize,
         completion_tokens: usize,
     },
-    Failed(String),
+    Failed(EngineFailure),
 }
 
 /// Starts the engine thread over a loaded model and an adapter bank.

@@ -1,7 +1,8 @@
 //! The step planner: a pure function from the running sequences' phases to the work of one
 //! step. Every decoding sequence gets its one token; prefilling sequences share the prefill
-//! budget first come, first served, so a long prompt is chunked over several steps while the
-//! others keep decoding.
+//! budget fairly (water-filling: each gets an equal share, and what a short prompt leaves
+//! over goes to the others), so a long prompt is chunked over several steps while a new
+//! short prompt is prefilled at once instead of waiting for the long one to finish.
 
 use super::EngineConfig;
 
@@ -40,9 +41,9 @@ impl Scheduler {
     }
 
     pub fn plan(&self, phases: &[SeqPhase]) -> Vec<StepItem> {
-        let mut budget = self.prefill_chunk;
+        let shares = self.prefill_shares(phases);
         let mut items = Vec::with_capacity(phases.len());
-        for (seq, phase) in phases.iter().enumerate() {
+        for (seq, (phase, take)) in phases.iter().zip(shares).enumerate() {
             match *phase {
                 SeqPhase::Decode => items.push(StepItem {
                     seq,
@@ -51,11 +52,9 @@ impl Scheduler {
                     sample: true,
                 }),
                 SeqPhase::Prefill { done, prompt_len } => {
-                    let take = (prompt_len - done).min(budget);
                     if take == 0 {
                         continue;
                     }
-                    budget -= take;
                     items.push(StepItem {
                         seq,
                         start: done,
@@ -66,6 +65,38 @@ impl Scheduler {
             }
         }
         items
+    }
+
+    /// Prompt tokens each sequence prefills this step (0 for decoders). Rounds of equal
+    /// shares over the sequences that still have prompt left, until the budget is spent:
+    /// no prefilling sequence gets less than `budget / prefilling` unless it needs less.
+    fn prefill_shares(&self, phases: &[SeqPhase]) -> Vec<usize> {
+        let remaining: Vec<usize> = phases
+            .iter()
+            .map(|p| match *p {
+                SeqPhase::Prefill { done, prompt_len } => prompt_len.saturating_sub(done),
+                SeqPhase::Decode => 0,
+            })
+            .collect();
+        let mut shares = vec![0; phases.len()];
+        let mut budget = self.prefill_chunk;
+        loop {
+            let open = (0..phases.len())
+                .filter(|&i| shares[i] < remaining[i])
+                .count();
+            if open == 0 || budget == 0 {
+                return shares;
+            }
+            let each = (budget / open).max(1);
+            for i in 0..phases.len() {
+                if budget == 0 {
+                    break;
+                }
+                let take = each.min(remaining[i] - shares[i]).min(budget);
+                shares[i] += take;
+                budget -= take;
+            }
+        }
     }
 }
 
@@ -81,7 +112,7 @@ mod tests {
     }
 
     #[test]
-    fn decoders_always_step_and_prefill_is_chunked_fifo() {
+    fn decoders_always_step_and_prefill_is_shared() {
         let phases = [
             SeqPhase::Decode,
             SeqPhase::Prefill {
@@ -107,14 +138,14 @@ mod tests {
                 StepItem {
                     seq: 1,
                     start: 0,
-                    len: 10,
-                    sample: true
+                    len: 7,
+                    sample: false
                 },
                 StepItem {
                     seq: 2,
                     start: 0,
-                    len: 2,
-                    sample: false
+                    len: 5,
+                    sample: true
                 },
                 StepItem {
                     seq: 3,
@@ -144,19 +175,56 @@ mod tests {
             }
         }
         assert_eq!((done, steps), (10, 3));
-        assert!(
-            s.plan(&[
+        let two = s.plan(&[
+            SeqPhase::Prefill {
+                done: 0,
+                prompt_len: 3,
+            },
+            SeqPhase::Prefill {
+                done: 0,
+                prompt_len: 3,
+            },
+        ]);
+        assert_eq!((two[0].len, two[1].len), (2, 2));
+    }
+
+    /// A 4,000-token prompt mid-prefill does not hold back a new 8-token prompt: the
+    /// newcomer is prefilled whole in the first step it is running, and the long prompt
+    /// keeps the rest of the budget.
+    #[test]
+    fn a_long_prefill_never_starves_a_short_prompt() {
+        let s = scheduler(256);
+        for done in [0, 256, 3800] {
+            let plan = s.plan(&[
                 SeqPhase::Prefill {
-                    done: 0,
-                    prompt_len: 3
+                    done,
+                    prompt_len: 4000,
                 },
+                SeqPhase::Decode,
                 SeqPhase::Prefill {
                     done: 0,
-                    prompt_len: 3
-                }
-            ])[1]
-                .len
-                == 1
-        );
+                    prompt_len: 8,
+                },
+            ]);
+            let short = plan.iter().find(|i| i.seq == 2).expect("the short prompt runs");
+            assert_eq!((short.len, short.sample), (8, true), "done = {done}");
+            let long = plan.iter().find(|i| i.seq == 0).expect("the long prompt runs");
+            assert_eq!(long.len, (4000 - done).min(248));
+        }
+        // Many newcomers: each gets at least an equal share of the budget.
+        let mut phases = vec![SeqPhase::Prefill {
+            done: 0,
+            prompt_len: 4000,
+        }];
+        phases.extend(std::iter::repeat_n(
+            SeqPhase::Prefill {
+                done: 0,
+                prompt_len: 100,
+            },
+            7,
+        ));
+        let plan = s.plan(&phases);
+        assert_eq!(plan.iter().map(|i| i.len).sum::<usize>(), 256);
+        assert!(plan.iter().all(|i| i.len == 32), "{plan:?}");
     }
 }

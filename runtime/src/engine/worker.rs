@@ -3,7 +3,7 @@
 
 use super::gate_trace::{TokenGateWeights, TracingGate};
 use super::scheduler::{Scheduler, SeqPhase};
-use super::{EngineConfig, EngineEvent, EngineMetrics, EngineRequest};
+use super::{EngineConfig, EngineEvent, EngineFailure, EngineMetrics, EngineRequest};
 use crate::generate::FinishReason;
 use crate::model::{LogitRows, SeqStep};
 use crate::{
@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 struct Running {
     request: EngineRequest,
+    /// Planned by the learned gate: a gated request whose gate knows at least one adapter.
+    gated: bool,
     _leases: Vec<AdapterLease>,
     candidates: Vec<Candidate>,
     cache: KvCache,
@@ -46,7 +48,8 @@ enum Outcome {
 }
 
 enum Admission {
-    Admitted(Box<Running>),
+    /// With, for a gated sequence, which of its adapters the gate scores.
+    Admitted(Box<Running>, Option<Vec<bool>>),
     /// Every bank slot is pinned: try again once a sequence finishes.
     Wait(EngineRequest),
     Refused,
@@ -105,62 +108,71 @@ impl Worker {
         self.waiting.push_back(r);
     }
 
+    /// Admits waiting requests in arrival order while there is room. A request that waits
+    /// for a bank slot does not block the ones behind it: those whose adapters are resident
+    /// (or need none, or find a slot) start now. Waiters keep their order, so the oldest one
+    /// takes the next slot that frees.
     fn admit(&mut self) {
+        let mut still_waiting = VecDeque::new();
         while self.running.len() < self.config.max_running {
             let Some(request) = self.waiting.pop_front() else {
-                return;
+                break;
             };
             if request.events.is_closed() {
                 self.metrics.cancelled();
                 continue;
             }
             match self.prepare(request) {
-                Admission::Admitted(r) => {
-                    let _ = r.request.events.send(EngineEvent::Started);
+                Admission::Admitted(r, gate_scored) => {
+                    let _ = r.request.events.send(EngineEvent::Started { gate_scored });
                     self.running.push(*r);
                 }
-                Admission::Wait(request) => {
-                    self.waiting.push_front(request);
-                    return;
-                }
+                Admission::Wait(request) => still_waiting.push_back(request),
                 Admission::Refused => self.metrics.failed(),
             }
         }
+        still_waiting.append(&mut self.waiting);
+        self.waiting = still_waiting;
     }
 
     fn prepare(&mut self, request: EngineRequest) -> Admission {
         let cfg = self.base.model.config();
-        let fail = |request: &EngineRequest, why: String| {
+        let fail = |request: &EngineRequest, why: EngineFailure| {
             let _ = request.events.send(EngineEvent::Failed(why));
         };
         if request.prompt_ids.is_empty() {
-            fail(&request, "the prompt is empty".into());
+            fail(&request, EngineFailure::request("the prompt is empty"));
             return Admission::Refused;
         }
         if request.prompt_ids.len() + request.max_tokens > cfg.max_position {
             fail(
                 &request,
-                format!(
+                EngineFailure::request(format!(
                     "prompt ({} tokens) plus max_tokens ({}) exceeds the context of {}",
                     request.prompt_ids.len(),
                     request.max_tokens,
                     cfg.max_position
-                ),
+                )),
             );
             return Admission::Refused;
         }
         if let Err(e) = request.sampling.validate() {
-            fail(&request, e.to_string());
+            fail(&request, EngineFailure::request(e.to_string()));
             return Admission::Refused;
         }
         let mut leases = Vec::with_capacity(request.adapters.len());
         let mut candidates = Vec::with_capacity(request.adapters.len());
+        let mut scored = Vec::with_capacity(request.adapters.len());
         for (adapter, weight) in &request.adapters {
             match self.bank.acquire(adapter) {
                 Ok(lease) => {
-                    if let Some(gate) = &self.gate {
-                        gate.bind(lease.slot(), adapter.id().as_str());
-                    }
+                    // Every lease rebinds its slot (a slot may have held another adapter);
+                    // the answer says whether the gate scores this adapter.
+                    scored.push(
+                        self.gate
+                            .as_ref()
+                            .is_some_and(|g| g.bind(lease.slot(), adapter.id().as_str())),
+                    );
                     candidates.push(Candidate {
                         slot: lease.slot(),
                         prior: *weight,
@@ -171,14 +183,17 @@ impl Worker {
                     return Admission::Wait(request);
                 }
                 Err(e) => {
-                    fail(&request, e.to_string());
+                    fail(&request, EngineFailure::from_lease(&e));
                     return Admission::Refused;
                 }
             }
         }
         self.metrics.set_bank(self.bank.stats());
         let prompt_len = request.prompt_ids.len();
+        let gated = request.gated && scored.contains(&true);
+        let gate_scored = gated.then_some(scored);
         Admission::Admitted(Box::new(Running {
+            gated,
             sampler: Sampler::new(request.sampling.clone()),
             history: request.prompt_ids.clone(),
             cache: KvCache::new(cfg),
@@ -191,7 +206,7 @@ impl Worker {
             },
             last: [0],
             generated: 0,
-        }))
+        }), gate_scored)
     }
 
     fn step(&mut self, scheduler: &Scheduler) {
@@ -216,7 +231,7 @@ impl Worker {
                 let Some(r) = by_seq[item.seq].take() else {
                     continue;
                 };
-                let gated = has_gate && r.request.gated && !r.candidates.is_empty();
+                let gated = r.gated;
                 let Running {
                     request,
                     cache,
@@ -276,7 +291,9 @@ impl Worker {
                     let _ = r
                         .request
                         .events
-                        .send(EngineEvent::Failed(format!("internal error: {e}")));
+                        .send(EngineEvent::Failed(EngineFailure::internal(format!(
+                            "forward failed: {e}"
+                        ))));
                     self.metrics.failed();
                 }
                 return;

@@ -39,7 +39,7 @@ fn collect(mut rx: UnboundedReceiver<EngineEvent>) -> (Vec<u32>, Option<EngineEv
     while let Some(ev) = rx.blocking_recv() {
         match ev {
             EngineEvent::Token(t) => tokens.push(t),
-            EngineEvent::Started | EngineEvent::Gate(_) => {}
+            EngineEvent::Started { .. } | EngineEvent::Gate(_) => {}
             done @ (EngineEvent::Finished { .. } | EngineEvent::Failed(_)) => {
                 return (tokens, Some(done))
             }
@@ -181,7 +181,7 @@ fn cancelled_and_invalid_requests_leave_at_once_and_a_full_queue_fails_fast() {
     handle.submit(too_long).expect("queued");
     let (_, end) = collect(rx_bad);
     assert!(
-        matches!(end, Some(EngineEvent::Failed(ref why)) if why.contains("context")),
+        matches!(end, Some(EngineEvent::Failed(ref why)) if why.message.contains("context")),
         "{end:?}"
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -284,6 +284,13 @@ fn gated_requests_hear_the_gates_weights_before_every_token() {
         all
     };
     let gated = events(gated);
+    assert_eq!(
+        gated.first(),
+        Some(&EngineEvent::Started {
+            gate_scored: Some(vec![true, true])
+        }),
+        "the engine says the gate scores both adapters"
+    );
     let tokens = gated
         .iter()
         .filter(|e| matches!(e, EngineEvent::Token(_)))
@@ -317,6 +324,10 @@ fn gated_requests_hear_the_gates_weights_before_every_token() {
         }
     }
     let plain = events(plain);
+    assert_eq!(
+        plain.first(),
+        Some(&EngineEvent::Started { gate_scored: None })
+    );
     assert!(
         !plain.iter().any(|e| matches!(e, EngineEvent::Gate(_))),
         "a request with fixed weights got gate reports"
@@ -411,6 +422,92 @@ fn engine_on_the_device_backend_matches_the_host_backend() {
             "row {i}: {end:?}"
         );
     }
+}
+
+/// Admission in the spirit of S-LoRA: with the one bank slot pinned by a running sequence,
+/// a request for another adapter waits, and a request behind it for the resident adapter
+/// (or for none) starts at once instead of queueing behind it; the waiter starts as soon
+/// as the slot frees.
+#[test]
+fn a_request_waiting_for_a_slot_does_not_block_resident_adapters() {
+    let base = base();
+    let cfg = base.model.config().clone();
+    let (resident, other) = (
+        fixture_adapter(&base, "r8_qv"),
+        fixture_adapter(&base, "r2_all7"),
+    );
+    let handle = engine::spawn(
+        base.clone(),
+        AdapterBank::new(&cfg, BankConfig { slots: 1, r_max: 16 }).expect("bank"),
+        EngineConfig::default(),
+    );
+    let prompt = base.tokenizer.encode("Once upon a time", false).expect("ids");
+    let mut holder = submit_greedy(&handle, &prompt, &[(resident.clone(), 1.0)], 40);
+    assert!(matches!(
+        holder.blocking_recv(),
+        Some(EngineEvent::Started { .. })
+    ));
+    let mut waiter = submit_greedy(&handle, &prompt, &[(other, 1.0)], 2);
+    let behind = submit_greedy(&handle, &prompt, &[(resident, 1.0)], 2);
+    let plain = submit_greedy(&handle, &prompt, &[], 2);
+    let (behind_tokens, behind_end) = collect(behind);
+    let (plain_tokens, _) = collect(plain);
+    assert_eq!((behind_tokens.len(), plain_tokens.len()), (2, 2));
+    assert!(matches!(behind_end, Some(EngineEvent::Finished { .. })));
+    // Both finished while the slot was still pinned: the waiter has not started.
+    assert!(
+        waiter.try_recv().is_err(),
+        "the waiter cannot have a slot yet"
+    );
+    let (holder_tokens, _) = collect(holder);
+    assert_eq!(holder_tokens.len(), 40);
+    let (waiter_tokens, waiter_end) = collect(waiter);
+    assert_eq!(waiter_tokens.len(), 2, "the waiter runs once the slot frees");
+    assert!(matches!(waiter_end, Some(EngineEvent::Finished { .. })));
+    assert_eq!(handle.metrics().snapshot().failed, 0);
+}
+
+/// Fair prefill: while a 4,000-token prompt prefills, an 8-token request submitted after it
+/// gets its first token within two engine steps of starting, long before the long prompt's
+/// first token. The time to first token is printed (run with --nocapture to see it).
+#[test]
+fn a_long_prefill_does_not_hold_back_a_short_request() {
+    let base = base();
+    let cfg = base.model.config().clone();
+    let handle = engine::spawn(
+        base.clone(),
+        AdapterBank::new(&cfg, BankConfig { slots: 1, r_max: 8 }).expect("bank"),
+        EngineConfig::default(),
+    );
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(400);
+    let mut long_prompt = base.tokenizer.encode(&text, false).expect("ids");
+    long_prompt.truncate(4000);
+    assert_eq!(long_prompt.len(), 4000);
+    let mut long = submit_greedy(&handle, &long_prompt, &[], 1);
+    assert!(matches!(long.blocking_recv(), Some(EngineEvent::Started { .. })));
+    let short_prompt = base.tokenizer.encode("One two three four five six seven", false).expect("ids");
+    assert!(short_prompt.len() <= 8);
+    let submitted = std::time::Instant::now();
+    let mut short = submit_greedy(&handle, &short_prompt, &[], 1);
+    assert!(matches!(short.blocking_recv(), Some(EngineEvent::Started { .. })));
+    let steps_at_start = handle.metrics().snapshot().steps;
+    assert!(matches!(short.blocking_recv(), Some(EngineEvent::Token(_))));
+    let ttft = submitted.elapsed();
+    let steps = handle.metrics().snapshot().steps - steps_at_start;
+    assert!(steps <= 2, "first token after {steps} steps");
+    assert!(
+        long.try_recv().is_err(),
+        "the long prompt cannot have finished its prefill yet"
+    );
+    let (long_tokens, _) = collect(long);
+    let long_done = submitted.elapsed();
+    assert_eq!(long_tokens.len(), 1);
+    println!(
+        "8-token request beside a 4,000-token prefill: first token after {:.0} ms ({steps} \
+         steps); the long prompt's first token after {:.1} s",
+        ttft.as_secs_f64() * 1e3,
+        long_done.as_secs_f64()
+    );
 }
 
 /// Queues an ungated request with default (greedy) sampling; returns its event stream.
