@@ -209,12 +209,21 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
         Some((i, _)) => t.split_at(i),
         None => (t, ""),
     };
-    let scale: usize = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let scale: usize = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 1,
         "K" => 1 << 10,
         "M" => 1 << 20,
         "G" => 1 << 30,
-        other => return Err(format!("unknown unit {other:?} in {text:?} (use K, M or G)")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use K, M or G)"
+            ))
+        }
     };
     digits
         .parse::<usize>()

@@ -123,8 +123,8 @@ mod tests {
 
     #[test]
     fn a_folder_catalog_resolves_explicit_choices_by_the_routers_rules() {
-        let fixtures =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/adapters");
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("runtime/tests/fixtures/adapters");
         let catalog = DirCatalog::new(fixtures);
         assert_eq!(
             catalog.resolve(&Choice::Auto, "anything").unwrap(),

@@ -8,9 +8,9 @@ use super::openai::{CommonParams, GateUse, Routing, Scored, Usage, Weighted};
 use super::ServerState;
 use actix_web::web::Bytes;
 use actix_web::HttpResponse;
+use loramux_router::{Choice, RoutePlan};
 use loramux_runtime::engine::{EngineEvent, EngineRequest, SubmitError};
 use loramux_runtime::generate::FinishReason;
-use loramux_router::{Choice, RoutePlan};
 use loramux_runtime::{Adapter, AdapterId, SamplingParams, TokenStream};
 use serde_json::json;
 use std::sync::Arc;
@@ -497,7 +497,8 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
                     return Some((Ok(Bytes::from(all)), (None, None, state, id, model)));
                 }
                 Some(Step::Failed(why)) => {
-                    let err = json!({"error": {"code": why.code(), "message": why.client_message()}});
+                    let err =
+                        json!({"error": {"code": why.code(), "message": why.client_message()}});
                     return Some((
                         Ok(Bytes::from(format!("data: {err}\n\n"))),
                         (None, None, state, id, model),

@@ -600,8 +600,16 @@ async fn the_served_gate_is_the_gate_the_runtime_computes() {
     .expect("registry");
     let validator = PeftValidator::new(cfg.clone());
     let adapters = [
-        ("roasting", "r8_qv", "Roasting meat and vegetables in the oven"),
-        ("baking", "r4_rank_pattern", "Baking bread, cakes and pastries"),
+        (
+            "roasting",
+            "r8_qv",
+            "Roasting meat and vegetables in the oven",
+        ),
+        (
+            "baking",
+            "r4_rank_pattern",
+            "Baking bread, cakes and pastries",
+        ),
         ("grilling", "r2_all7", "Grilling and barbecue cooking"),
     ];
     for (id, sub, description) in adapters {
@@ -664,8 +672,10 @@ async fn the_served_gate_is_the_gate_the_runtime_computes() {
         &app,
         test::TestRequest::post()
             .uri("/v1/chat/completions")
-            .set_json(json!({"model": "auto", "messages": [{"role": "user", "content": ask}],
-                             "temperature": 0, "max_tokens": max_tokens}))
+            .set_json(
+                json!({"model": "auto", "messages": [{"role": "user", "content": ask}],
+                             "temperature": 0, "max_tokens": max_tokens}),
+            )
             .to_request(),
     )
     .await;
@@ -740,7 +750,11 @@ async fn the_served_gate_is_the_gate_the_runtime_computes() {
     let layers = cfg.num_layers;
     let rows = recording.last_rows.into_inner().unwrap();
     let tokens = out[0].output_ids.len();
-    assert_eq!(rows.len(), tokens * layers, "one gate call per layer and step");
+    assert_eq!(
+        rows.len(),
+        tokens * layers,
+        "one gate call per layer and step"
+    );
     // expected[t][l][c]: candidate c's weight in layer l for completion token t.
     let expected: Vec<Vec<Vec<f64>>> = rows
         .chunks(layers)
@@ -764,12 +778,19 @@ async fn the_served_gate_is_the_gate_the_runtime_computes() {
     assert_eq!(per_token.len(), tokens, "{report}");
     let close = |got: &Value, want: f64, what: &str| {
         let got = got.as_f64().unwrap();
-        assert!((got - want).abs() <= 1e-5, "{what}: served {got}, direct {want}");
+        assert!(
+            (got - want).abs() <= 1e-5,
+            "{what}: served {got}, direct {want}"
+        );
     };
     for (t, token) in per_token.iter().enumerate() {
         for c in 0..ids.len() {
             let want = expected[t].iter().map(|l| l[c]).sum::<f64>() / layers as f64;
-            close(&token["weights"][c], want, &format!("token {t}, {}", ids[c]));
+            close(
+                &token["weights"][c],
+                want,
+                &format!("token {t}, {}", ids[c]),
+            );
         }
     }
     let per_layer = report["per_layer"].as_array().unwrap();

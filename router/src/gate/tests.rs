@@ -221,7 +221,10 @@ fn an_unknown_candidate_keeps_its_prior_and_the_known_ones_are_still_gated() {
         let lb = weights.logit(layer, 1, &hidden) + 0.3f32.ln();
         let wa = 0.8 / (1.0 + (lb - la).exp());
         assert!((weight(0).unwrap() - wa).abs() < 1e-6, "layer {layer}");
-        assert!((weight(2).unwrap() - (0.8 - wa)).abs() < 1e-6, "layer {layer}");
+        assert!(
+            (weight(2).unwrap() - (0.8 - wa)).abs() < 1e-6,
+            "layer {layer}"
+        );
         differs_from_prior |= (weight(0).unwrap() - 0.5).abs() > 1e-3;
     }
     assert!(differs_from_prior, "the gate, not the prior, mixed a and b");

@@ -182,7 +182,11 @@ mod tests {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let tensors = lora_pair(0, ModuleKind::Q, rank, Dtype::F32, seed);
-        write_adapter(&dir, &lora_config(rank, 8.0, serde_json::json!(["q_proj"])), &tensors);
+        write_adapter(
+            &dir,
+            &lora_config(rank, 8.0, serde_json::json!(["q_proj"])),
+            &tensors,
+        );
         dir
     }
 
@@ -197,7 +201,9 @@ mod tests {
         let dirs: Vec<PathBuf> = (0..3)
             .map(|i| folder(tmp.path(), &format!("a{i}"), i, 4))
             .collect();
-        let one = Adapter::load(id("a0"), &dirs[0], &model).unwrap().host_bytes();
+        let one = Adapter::load(id("a0"), &dirs[0], &model)
+            .unwrap()
+            .host_bytes();
         assert!(one > 0);
         let cache = HostCache::new(2 * one);
         let a0 = cache.get_or_load(&id("a0"), &dirs[0], &model).unwrap();
@@ -236,6 +242,9 @@ mod tests {
         let err = cache
             .get_or_load(&id("nope"), Path::new("/no/such/dir"), &tiny_model())
             .unwrap_err();
-        assert!(err.to_string().contains("adapter_model.safetensors"), "{err}");
+        assert!(
+            err.to_string().contains("adapter_model.safetensors"),
+            "{err}"
+        );
     }
 }

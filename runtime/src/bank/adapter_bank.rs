@@ -200,7 +200,11 @@ mod tests {
             let sub = dir.path().join(format!("v{seed}"));
             std::fs::create_dir_all(&sub).unwrap();
             let tensors = lora_pair(0, Q, 2, Dtype::F32, seed);
-            write_adapter(&sub, &lora_config(2, 4.0, serde_json::json!(["q_proj"])), &tensors);
+            write_adapter(
+                &sub,
+                &lora_config(2, 4.0, serde_json::json!(["q_proj"])),
+                &tensors,
+            );
             Adapter::load(id("a"), &sub, &model).unwrap()
         };
         let (old, new) = (load(1), load(7));

@@ -34,7 +34,10 @@ pub enum SlotPlan {
     /// Resident already: pin it, write nothing.
     Hit(u32),
     /// Write the adapter into `slot`, evicting the idle adapter there if any.
-    Load { slot: u32, evict: Option<ResidencyKey> },
+    Load {
+        slot: u32,
+        evict: Option<ResidencyKey>,
+    },
     /// Every slot is pinned.
     Full,
 }

@@ -65,7 +65,9 @@ pub enum EngineEvent {
     /// `gate_scored` is `Some` only when the learned gate mixes this sequence: per adapter
     /// of the request (in its order), whether the gate scores it (`false`: the gate does not
     /// know it and it keeps its fixed weight).
-    Started { gate_scored: Option<Vec<bool>> },
+    Started {
+        gate_scored: Option<Vec<bool>>,
+    },
     /// For a `gated` request: the gate's weights in the step that produced the next
     /// `Token`, sent just before it.
     Gate(TokenGateWeights),

@@ -206,9 +206,15 @@ mod tests {
                     prompt_len: 8,
                 },
             ]);
-            let short = plan.iter().find(|i| i.seq == 2).expect("the short prompt runs");
+            let short = plan
+                .iter()
+                .find(|i| i.seq == 2)
+                .expect("the short prompt runs");
             assert_eq!((short.len, short.sample), (8, true), "done = {done}");
-            let long = plan.iter().find(|i| i.seq == 0).expect("the long prompt runs");
+            let long = plan
+                .iter()
+                .find(|i| i.seq == 0)
+                .expect("the long prompt runs");
             assert_eq!(long.len, (4000 - done).min(248));
         }
         // Many newcomers: each gets at least an equal share of the budget.

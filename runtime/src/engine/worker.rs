@@ -192,21 +192,24 @@ impl Worker {
         let prompt_len = request.prompt_ids.len();
         let gated = request.gated && scored.contains(&true);
         let gate_scored = gated.then_some(scored);
-        Admission::Admitted(Box::new(Running {
-            gated,
-            sampler: Sampler::new(request.sampling.clone()),
-            history: request.prompt_ids.clone(),
-            cache: KvCache::new(cfg),
-            request,
-            _leases: leases,
-            candidates,
-            phase: SeqPhase::Prefill {
-                done: 0,
-                prompt_len,
-            },
-            last: [0],
-            generated: 0,
-        }), gate_scored)
+        Admission::Admitted(
+            Box::new(Running {
+                gated,
+                sampler: Sampler::new(request.sampling.clone()),
+                history: request.prompt_ids.clone(),
+                cache: KvCache::new(cfg),
+                request,
+                _leases: leases,
+                candidates,
+                phase: SeqPhase::Prefill {
+                    done: 0,
+                    prompt_len,
+                },
+                last: [0],
+                generated: 0,
+            }),
+            gate_scored,
+        )
     }
 
     fn step(&mut self, scheduler: &Scheduler) {

@@ -438,10 +438,20 @@ fn a_request_waiting_for_a_slot_does_not_block_resident_adapters() {
     );
     let handle = engine::spawn(
         base.clone(),
-        AdapterBank::new(&cfg, BankConfig { slots: 1, r_max: 16 }).expect("bank"),
+        AdapterBank::new(
+            &cfg,
+            BankConfig {
+                slots: 1,
+                r_max: 16,
+            },
+        )
+        .expect("bank"),
         EngineConfig::default(),
     );
-    let prompt = base.tokenizer.encode("Once upon a time", false).expect("ids");
+    let prompt = base
+        .tokenizer
+        .encode("Once upon a time", false)
+        .expect("ids");
     let mut holder = submit_greedy(&handle, &prompt, &[(resident.clone(), 1.0)], 40);
     assert!(matches!(
         holder.blocking_recv(),
@@ -462,7 +472,11 @@ fn a_request_waiting_for_a_slot_does_not_block_resident_adapters() {
     let (holder_tokens, _) = collect(holder);
     assert_eq!(holder_tokens.len(), 40);
     let (waiter_tokens, waiter_end) = collect(waiter);
-    assert_eq!(waiter_tokens.len(), 2, "the waiter runs once the slot frees");
+    assert_eq!(
+        waiter_tokens.len(),
+        2,
+        "the waiter runs once the slot frees"
+    );
     assert!(matches!(waiter_end, Some(EngineEvent::Finished { .. })));
     assert_eq!(handle.metrics().snapshot().failed, 0);
 }
@@ -484,12 +498,21 @@ fn a_long_prefill_does_not_hold_back_a_short_request() {
     long_prompt.truncate(4000);
     assert_eq!(long_prompt.len(), 4000);
     let mut long = submit_greedy(&handle, &long_prompt, &[], 1);
-    assert!(matches!(long.blocking_recv(), Some(EngineEvent::Started { .. })));
-    let short_prompt = base.tokenizer.encode("One two three four five six seven", false).expect("ids");
+    assert!(matches!(
+        long.blocking_recv(),
+        Some(EngineEvent::Started { .. })
+    ));
+    let short_prompt = base
+        .tokenizer
+        .encode("One two three four five six seven", false)
+        .expect("ids");
     assert!(short_prompt.len() <= 8);
     let submitted = std::time::Instant::now();
     let mut short = submit_greedy(&handle, &short_prompt, &[], 1);
-    assert!(matches!(short.blocking_recv(), Some(EngineEvent::Started { .. })));
+    assert!(matches!(
+        short.blocking_recv(),
+        Some(EngineEvent::Started { .. })
+    ));
     let steps_at_start = handle.metrics().snapshot().steps;
     assert!(matches!(short.blocking_recv(), Some(EngineEvent::Token(_))));
     let ttft = submitted.elapsed();
