@@ -63,13 +63,18 @@ routed = client.chat.completions.create(
     max_tokens=8, temperature=0)
 routing = routed.model_extra.get("routing", {})
 check(routing.get("mode") == "auto" and routing["candidates"][0]["id"] == "cooking", f"auto routing picks it: {routing}")
+if routing.get("gate"):
+    check("cooking" in routing["gate"]["prior"] and "cooking" not in routing["gate"]["scored"],
+          f"the gate was not trained on the new adapter: it keeps its retrieval prior: {routing['gate']}")
 
 date = [{"role": "user", "content": "Rewrite 14 July 2019 as an ISO 8601 date (YYYY-MM-DD)."}]
 routed = client.chat.completions.create(model="auto", messages=date, max_tokens=16, temperature=0)
 routing = routed.model_extra.get("routing", {})
 check(routing["candidates"][0]["id"] == "iso_date", f"a date prompt routes to the zoo's iso_date: {routing}")
 if os.path.exists("evaluation/zoo/gate.safetensors"):
-    check("learned gate" in routing.get("gate", ""), f"auto mixes with the zoo's learned gate: {routing}")
+    gate = routing.get("gate") or {}
+    check(gate.get("kind") == "learned" and "iso_date" in gate.get("scored", []),
+          f"auto mixes with the zoo's learned gate, which scores iso_date: {routing}")
     check(routed.choices[0].message.content.strip() == "2019-07-14",
           f"the gated answer: {routed.choices[0].message.content!r}")
     gw = routing.get("gate_weights") or {}
@@ -81,6 +86,9 @@ if os.path.exists("evaluation/zoo/gate.safetensors"):
           "each token's weights sum to 1 (top-k softmax, averaged over layers)")
     check(len(gw.get("per_layer", [])) == 30 and all(len(l) == len(ids) for l in gw["per_layer"]),
           "per-layer weights for the 30 layers")
+    # A gate that acts weighs layers by their own hidden states; the retrieval prior would
+    # put the same weights in every layer.
+    check(len({tuple(l) for l in gw["per_layer"]}) > 1, "the per-layer weights differ: the gate acted")
     top = ids[max(range(len(ids)), key=lambda i: gw["mean"][i])]
     check(top == "iso_date", f"the gate leans on iso_date for a date answer: mean {dict(zip(ids, gw['mean']))}")
     last = None
@@ -88,6 +96,14 @@ if os.path.exists("evaluation/zoo/gate.safetensors"):
         last = (chunk.model_extra or {}).get("routing") or last
     check(last is not None and last.get("gate_weights", {}).get("mean") == gw["mean"],
           "a streamed answer ends with the same gate weights")
+# The README's first request: no zoo adapter is for it, so `auto` answers as `base` does.
+tips = [{"role": "user", "content": "Give me three tips for learning a language."}]
+auto = client.chat.completions.create(model="auto", messages=tips, max_tokens=24, temperature=0)
+plain = client.chat.completions.create(model="base", messages=tips, max_tokens=24, temperature=0)
+check(auto.model_extra.get("routing", {}).get("mode") == "base",
+      f"the README example routes to the base model: {auto.model_extra.get('routing')}")
+check(auto.choices[0].message.content == plain.choices[0].message.content,
+      f"and answers as base does: {auto.choices[0].message.content!r} vs {plain.choices[0].message.content!r}")
 direct = client.chat.completions.create(model="iso_date", messages=date, max_tokens=16, temperature=0)
 check(direct.choices[0].message.content.strip() == "2019-07-14",
       f"the zoo adapter answers: {direct.choices[0].message.content!r}")

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod gate_training;
 pub mod harness;
+pub mod route_calibration;
 pub mod tasks;
 pub mod training;
 pub mod zoo;

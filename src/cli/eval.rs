@@ -10,7 +10,7 @@ use loramux_eval::harness::{evaluate_retrieval, plots, report, run, EvalConfig};
 use loramux_eval::tasks::Suite;
 use loramux_eval::zoo::default_zoo_dir;
 use loramux_router::gate::GateConfig;
-use loramux_router::RouterConfig;
+use loramux_eval::route_calibration::zoo_router_config;
 use loramux_runtime::fetch::DEFAULT_EMBEDDER;
 use loramux_runtime::BaseModel;
 use std::path::PathBuf;
@@ -113,11 +113,10 @@ pub fn run_cli(args: EvalArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading {}", path.display()))?;
     let zoo = args.zoo.unwrap_or_else(default_zoo_dir);
     let scratch = tempfile::tempdir()?;
-    let mut router = RouterConfig::default();
+    // The settings `serve` routes the zoo with (its calibrated threshold included).
+    let mut router = zoo_router_config(&zoo)?;
     router.retrieval.top_n = args.candidates;
-    // Every zoo adapter registers ~37 texts: search deep enough that the nearest texts span
-    // several adapters, or the runner-up candidates never appear.
-    router.retrieval.search_k = router.retrieval.search_k.max(160);
+    router.retrieval.search_k = router.retrieval.search_k.max(args.candidates);
     router.retrieval.top_k = router.retrieval.top_k.min(args.candidates);
     let mut model = ZooModel::load(
         base,

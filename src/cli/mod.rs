@@ -3,6 +3,7 @@
 mod adapters;
 mod bench;
 mod bench_route;
+mod calibrate_route;
 mod eval;
 mod generate;
 mod models;
@@ -53,6 +54,8 @@ enum Command {
     Tasks(tasks::TasksArgs),
     /// Build or register the adapter zoo (one adapter per task of the default suite).
     Zoo(zoo::ZooArgs),
+    /// Fit the similarity under which `auto` serves the base model; writes the zoo's routing.json.
+    CalibrateRoute(calibrate_route::CalibrateRouteArgs),
     /// Routing benchmark: embedding throughput, index build/load, search and route latency.
     BenchRoute(bench_route::BenchRouteArgs),
 }
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Route(args) => route::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchRoute(args) => bench_route::run(args),
+        Command::CalibrateRoute(args) => calibrate_route::run(args),
         Command::Train(args) => train::run(args),
         Command::TrainGate(args) => train_gate::run(args),
         Command::Zoo(args) => zoo::run(args),

@@ -6,6 +6,8 @@ use clap::Args;
 use loramux_router::{Choice, RetrievalConfig, RoutePlan, Router, RouterConfig};
 
 use super::adapters::RegistryArgs;
+use loramux_eval::route_calibration::zoo_router_config;
+use loramux_eval::zoo::default_zoo_dir;
 
 #[derive(Debug, Args)]
 pub struct RouteArgs {
@@ -19,9 +21,10 @@ pub struct RouteArgs {
     /// Candidates kept.
     #[arg(long, default_value_t = RetrievalConfig::default().top_n)]
     pub top_n: usize,
-    /// Below this cosine similarity, route to the base model.
-    #[arg(long, default_value_t = RetrievalConfig::default().threshold)]
-    pub threshold: f32,
+    /// Below this cosine similarity, route to the base model [default: the zoo's calibrated
+    /// routing.json, as `serve` uses it].
+    #[arg(long)]
+    pub threshold: Option<f32>,
     /// Softmax temperature of the prior.
     #[arg(long, default_value_t = RetrievalConfig::default().temperature)]
     pub temperature: f32,
@@ -31,12 +34,13 @@ pub struct RouteArgs {
 
 pub fn run(args: RouteArgs) -> anyhow::Result<()> {
     let registry = args.registry.open()?;
+    let served = zoo_router_config(&default_zoo_dir())?.retrieval;
     let retrieval = RetrievalConfig {
         top_n: args.top_n,
-        threshold: args.threshold,
+        search_k: served.search_k.max(args.top_n),
+        threshold: args.threshold.unwrap_or(served.threshold),
         temperature: args.temperature,
-        top_k: RetrievalConfig::default().top_k.min(args.top_n),
-        ..Default::default()
+        top_k: served.top_k.min(args.top_n),
     };
     let router = Router::new(
         Arc::new(RwLock::new(registry)),

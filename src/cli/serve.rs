@@ -8,6 +8,8 @@ use loramux::server::{
     configure, AdapterCatalog, DirCatalog, Limits, RegistryCatalog, ServerMetrics, ServerState,
 };
 use loramux_eval::harness::model::GATE_FILE;
+use loramux_eval::route_calibration::zoo_router_config;
+use loramux_eval::zoo::default_zoo_dir;
 use loramux_router::gate::{GateConfig, GateWeights, LearnedGate};
 use loramux_router::{PeftValidator, Router, RouterConfig};
 use loramux_runtime::engine::{self, EngineConfig};
@@ -46,6 +48,10 @@ pub struct ServeArgs {
     /// Serve `auto` with the retrieval prior only, even when a gate exists.
     #[arg(long, conflicts_with = "gate")]
     no_gate: bool,
+    /// Best similarity under which `auto` serves the base model [default: the zoo's
+    /// calibrated routing.json, from `loramux calibrate-route`].
+    #[arg(long)]
+    route_threshold: Option<f32>,
     /// Experts per token the gate keeps.
     #[arg(long, default_value_t = GateConfig::default().top_k)]
     gate_top_k: usize,
@@ -68,6 +74,16 @@ pub struct ServeArgs {
     /// Requests waiting beyond the batch; past it the server answers 429.
     #[arg(long, default_value_t = 256)]
     queue: usize,
+}
+
+impl ServeArgs {
+    fn router_config(&self) -> anyhow::Result<RouterConfig> {
+        let mut config = zoo_router_config(&default_zoo_dir())?;
+        if let Some(t) = self.route_threshold {
+            config.retrieval.threshold = t;
+        }
+        Ok(config)
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -114,7 +130,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 )?;
             }
             let registry = Arc::new(std::sync::RwLock::new(registry));
-            let router = Router::new(registry, RouterConfig::default())?;
+            let router = Router::new(registry, args.router_config()?)?;
             let catalog =
                 RegistryCatalog::new(router, PeftValidator::new(base.model.config().clone()));
             Arc::new(if gate_top_k.is_some() {

@@ -2,5 +2,6 @@
 //! server in-process. Needs the default model (`loramux models fetch`; CI fetches it first).
 
 mod cli;
+mod routing;
 mod server;
 mod zoo;

@@ -22,6 +22,10 @@ fn base() -> Arc<BaseModel> {
 }
 
 fn state(queue: usize) -> Arc<ServerState> {
+    state_with(queue, EngineConfig::default().max_running)
+}
+
+fn state_with(queue: usize, max_running: usize) -> Arc<ServerState> {
     let base = base();
     let bank = AdapterBank::new(
         base.model.config(),
@@ -36,6 +40,7 @@ fn state(queue: usize) -> Arc<ServerState> {
         bank,
         EngineConfig {
             queue_capacity: queue,
+            max_running,
             ..EngineConfig::default()
         },
     );
@@ -308,24 +313,28 @@ async fn bad_requests_get_stable_json_errors() {
 
 #[actix_web::test]
 async fn a_full_queue_answers_429() {
-    let state = state(1);
+    // One sequence runs and one waits; a response starts only once the engine admits its
+    // request, so the requests are sent together.
+    let state = state_with(1, 1);
     let app = test::init_service(App::new().configure(configure(state.clone()))).await;
     let body = json!({"model": "base", "prompt": "Tell me a long story about", "temperature": 0, "max_tokens": 64, "stream": true});
-    let mut statuses = Vec::new();
-    let mut keep = Vec::new();
-    for _ in 0..12 {
-        let resp = test::call_service(
+    let calls = (0..12).map(|_| {
+        test::call_service(
             &app,
             test::TestRequest::post()
                 .uri("/v1/completions")
                 .set_json(&body)
                 .to_request(),
         )
-        .await;
-        statuses.push(resp.status().as_u16());
-        keep.push(resp);
-    }
+    });
+    let responses = futures_util::future::join_all(calls).await;
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
     assert!(statuses.contains(&429), "{statuses:?}");
+    let limited = responses.iter().find(|r| r.status() == 429).unwrap();
+    assert!(
+        limited.headers().contains_key("retry-after"),
+        "a 429 says when to retry"
+    );
     assert!(statuses.contains(&200), "{statuses:?}");
 }
 
@@ -637,13 +646,18 @@ async fn the_served_gate_is_the_gate_the_runtime_computes() {
         num_layers: cfg.num_layers,
         hidden_size: cfg.hidden_size,
         weight: (0..cfg.num_layers * known.len() * cfg.hidden_size)
-            .map(|_| rng.random_range(-0.1..0.1))
+            .map(|_| rng.random_range(-0.02..0.02))
             .collect(),
         bias: (0..cfg.num_layers * known.len())
             .map(|_| rng.random_range(-0.5..0.5))
             .collect(),
     };
-    let gate_config = GateConfig::default();
+    // The gate alone, without the retrieval prior in its logits: the prior of two recipe
+    // adapters is nearly one-hot and would hide how the gate's weights move by layer.
+    let gate_config = GateConfig {
+        prior_weight: 0.0,
+        ..GateConfig::default()
+    };
     let bank_config = BankConfig {
         slots: 4,
         r_max: 16,

@@ -10,7 +10,7 @@ use loramux_router::{RoutePlan, Router, RouterConfig};
 use loramux_runtime::generate::{generate_batch, GenerationRequest};
 use loramux_runtime::{
     Adapter, AdapterBank, AdapterId, AdapterLease, BankConfig, BaseModel, Candidate, FixedGate,
-    Gate, SamplingParams,
+    Gate, ModelConfig, SamplingParams,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -60,12 +60,7 @@ impl ZooModel {
     ) -> anyhow::Result<Self> {
         let manifest = ZooManifest::load(zoo_dir)?;
         let cfg = base.model.config().clone();
-        let embedder = BertEmbedder::load(embedder_dir, BertEmbedderConfig::default())?;
-        let mut registry =
-            Registry::open(scratch, RegistryConfig::default(), Arc::new(embedder))
-                .with_context(|| format!("opening a scratch registry in {}", scratch.display()))?;
-        register_zoo(zoo_dir, &mut registry, &cfg, &mut |_| {})?;
-        let router = Router::new(Arc::new(RwLock::new(registry)), router_config)?;
+        let retriever = ZooRetriever::load(zoo_dir, embedder_dir, scratch, &cfg, router_config)?;
         let r_max = manifest.training.rank.max(1);
         let mut bank = AdapterBank::new(
             &cfg,
@@ -107,7 +102,7 @@ impl ZooModel {
         let mut gate_top_ks: Vec<usize> = gates.keys().copied().collect();
         gate_top_ks.sort_unstable();
         Ok(Self {
-            retriever: ZooRetriever { router },
+            retriever,
             generator: ZooGenerator {
                 base,
                 bank,
@@ -118,6 +113,30 @@ impl ZooModel {
             ids,
             gate_top_ks,
         })
+    }
+}
+
+impl ZooRetriever {
+    /// Registers the zoo in a fresh registry under `scratch` (embedding its descriptions and
+    /// examples) and routes over it.
+    pub fn load(
+        zoo_dir: &Path,
+        embedder_dir: &Path,
+        scratch: &Path,
+        model: &ModelConfig,
+        router_config: RouterConfig,
+    ) -> anyhow::Result<Self> {
+        let embedder = BertEmbedder::load(embedder_dir, BertEmbedderConfig::default())?;
+        let mut registry =
+            Registry::open(scratch, RegistryConfig::default(), Arc::new(embedder))
+                .with_context(|| format!("opening a scratch registry in {}", scratch.display()))?;
+        register_zoo(zoo_dir, &mut registry, model, &mut |_| {})?;
+        let router = Router::new(Arc::new(RwLock::new(registry)), router_config)?;
+        Ok(Self { router })
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 }
 
