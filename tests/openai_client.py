@@ -50,7 +50,10 @@ body = json.dumps({
     "id": "cooking",
     "path": os.path.join(FIXTURES, "r8_qv"),
     "description": "Cooking recipes and kitchen advice",
-    "examples": ["How long should I bake a chocolate cake?", "Give me a recipe for tomato soup"],
+    # Examples as a user would register them: `auto` routes a prompt only when it is as
+    # close to an adapter's texts as the calibrated threshold asks.
+    "examples": ["How long should I bake a chocolate cake?", "Give me a recipe for tomato soup",
+                 "At what temperature do I roast vegetables?", "How long does a roast chicken take?"],
 }).encode()
 req = urllib.request.Request(f"{BASE}/v1/adapters", data=body, method="POST",
                              headers={"content-type": "application/json", "authorization": f"Bearer {TOKEN}"})

@@ -40,7 +40,7 @@ pub enum Half {
 
 impl Half {
     fn of(index: usize) -> Self {
-        if index % 2 == 0 {
+        if index.is_multiple_of(2) {
             Half::Calibration
         } else {
             Half::Test
@@ -135,8 +135,8 @@ impl RoutingCalibration {
         if !path.exists() {
             return Ok(None);
         }
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let cal: Self =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         Ok(Some(cal))

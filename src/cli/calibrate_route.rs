@@ -105,7 +105,11 @@ pub fn run(args: CalibrateRouteArgs) -> anyhow::Result<()> {
     }
     if !args.dry_run {
         result.save(&zoo)?;
-        println!("wrote {}", zoo.join(loramux_eval::route_calibration::ROUTING_FILE).display());
+        println!(
+            "wrote {}",
+            zoo.join(loramux_eval::route_calibration::ROUTING_FILE)
+                .display()
+        );
     }
     Ok(())
 }
