@@ -216,21 +216,35 @@ struct Run {
     text: String,
     started: Instant,
     first_token: Option<Instant>,
+    prompt_tokens: usize,
+    /// Tokens the engine sent so far (the usage when a stop string ends the run).
+    completion_tokens: usize,
 }
 
 /// What one engine event means for the client.
 enum Step {
     Text(String),
-    Done { reason: &'static str, usage: Usage },
+    /// The run is over: `text` is the last visible output (before the stop string, when
+    /// one matched) and `reason` the engine's own or `stop` for a stop string.
+    Done {
+        text: String,
+        reason: &'static str,
+        usage: Usage,
+    },
     Failed(ApiError),
 }
 
 impl Run {
     /// The next piece of visible output; stop strings end the run (the engine sees the
     /// receiver dropped and frees the sequence).
-    async fn next(&mut self, state: &ServerState) -> Option<Step> {
+    async fn next(&mut self, state: &ServerState) -> Step {
         loop {
-            match self.rx.recv().await? {
+            let Some(event) = self.rx.recv().await else {
+                return Step::Failed(ApiError::Internal(
+                    "the engine dropped the request without finishing it".into(),
+                ));
+            };
+            match event {
                 EngineEvent::Started { gate_scored } => {
                     self.started(gate_scored, state);
                     continue;
@@ -241,6 +255,7 @@ impl Run {
                 }
                 EngineEvent::Token(t) => {
                     self.gate.token(t);
+                    self.completion_tokens += 1;
                     let now = Instant::now();
                     match self.first_token {
                         None => state.metrics.ttft(now - self.started),
@@ -251,14 +266,20 @@ impl Run {
                     let piece = match self.detok.push(t) {
                         Ok(Some(p)) => p,
                         Ok(None) => continue,
-                        Err(e) => return Some(Step::Failed(ApiError::Internal(e.to_string()))),
+                        Err(e) => return Step::Failed(ApiError::Internal(e.to_string())),
                     };
                     if let Some(cut) = self.stop_cut(&piece) {
+                        // Dropping the receiver is what frees the sequence in the engine.
                         self.rx.close();
-                        return Some(Step::Text(cut));
+                        self.text.push_str(&cut);
+                        return Step::Done {
+                            text: cut,
+                            reason: "stop",
+                            usage: self.usage(self.completion_tokens),
+                        };
                     }
                     self.text.push_str(&piece);
-                    return Some(Step::Text(piece));
+                    return Step::Text(piece);
                 }
                 EngineEvent::Finished {
                     reason,
@@ -269,16 +290,19 @@ impl Run {
                         FinishReason::Stop => "stop",
                         FinishReason::Length => "length",
                     };
-                    return Some(Step::Done {
+                    self.prompt_tokens = prompt_tokens;
+                    let text = match self.detok.finish() {
+                        Ok(rest) => rest.unwrap_or_default(),
+                        Err(e) => return Step::Failed(ApiError::Internal(e.to_string())),
+                    };
+                    self.text.push_str(&text);
+                    return Step::Done {
+                        text,
                         reason,
-                        usage: Usage {
-                            prompt_tokens,
-                            completion_tokens,
-                            total_tokens: prompt_tokens + completion_tokens,
-                        },
-                    });
+                        usage: self.usage(completion_tokens),
+                    };
                 }
-                EngineEvent::Failed(why) => return Some(Step::Failed(why.into())),
+                EngineEvent::Failed(why) => return Step::Failed(why.into()),
             }
         }
     }
@@ -336,6 +360,14 @@ impl Run {
         routing
     }
 
+    fn usage(&self, completion_tokens: usize) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens,
+            total_tokens: self.prompt_tokens + completion_tokens,
+        }
+    }
+
     /// If `piece` completes a stop string, the part of `piece` before it.
     fn stop_cut(&self, piece: &str) -> Option<String> {
         // Runs for every token: without stop strings there is nothing to join or search.
@@ -380,6 +412,8 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
         text: String::new(),
         started: Instant::now(),
         first_token: None,
+        prompt_tokens: prompt_len,
+        completion_tokens: 0,
     };
     admitted.admitted(&state).await?;
     let mut run = admitted;
@@ -397,31 +431,14 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
         .map(|d| d.as_secs())
         .unwrap_or(0);
     if !p.stream {
-        let mut text = String::new();
-        let mut finish = (
-            "length",
-            Usage {
-                prompt_tokens: prompt_len,
-                completion_tokens: 0,
-                total_tokens: prompt_len,
-            },
-        );
-        while let Some(step) = run.next(&state).await {
-            match step {
-                Step::Text(t) => text.push_str(&t),
-                Step::Done { reason, usage } => {
-                    finish = (reason, usage);
-                    break;
-                }
+        let finish = loop {
+            match run.next(&state).await {
+                Step::Text(_) => {}
+                Step::Done { reason, usage, .. } => break (reason, usage),
                 Step::Failed(why) => return Err(why),
             }
-        }
-        if run.rx.is_closed() && !run.stop.is_empty() {
-            finish.0 = "stop";
-        }
-        if let Ok(Some(rest)) = run.detok.finish() {
-            text.push_str(&rest);
-        }
+        };
+        let text = std::mem::take(&mut run.text);
         let choice = match p.kind {
             Kind::Chat => {
                 json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish.0})
@@ -460,30 +477,22 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
             }
             let mut run = run?;
             let out = match run.next(&state).await {
-                Some(Step::Text(t)) => {
-                    let closed = run.rx.is_closed();
-                    let bytes = chunk(kind, &id, created, &model, Some(&t), None, None);
-                    if closed {
-                        let routing = run.final_routing(&state);
-                        let end = chunk(
+                Step::Text(t) => chunk(kind, &id, created, &model, Some(&t), None, None),
+                Step::Done { text, reason, .. } => {
+                    let routing = run.final_routing(&state);
+                    let mut all = Vec::new();
+                    if !text.is_empty() {
+                        all.extend_from_slice(&chunk(
                             kind,
                             &id,
                             created,
                             &model,
+                            Some(&text),
                             None,
-                            Some("stop"),
-                            Some(&routing),
-                        );
-                        let mut all = bytes.to_vec();
-                        all.extend_from_slice(&end);
-                        all.extend_from_slice(b"data: [DONE]\n\n");
-                        return Some((Ok(Bytes::from(all)), (None, None, state, id, model)));
+                            None,
+                        ));
                     }
-                    bytes
-                }
-                Some(Step::Done { reason, .. }) => {
-                    let routing = run.final_routing(&state);
-                    let mut all = chunk(
+                    all.extend_from_slice(&chunk(
                         kind,
                         &id,
                         created,
@@ -491,20 +500,19 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
                         None,
                         Some(reason),
                         Some(&routing),
-                    )
-                    .to_vec();
+                    ));
                     all.extend_from_slice(b"data: [DONE]\n\n");
                     return Some((Ok(Bytes::from(all)), (None, None, state, id, model)));
                 }
-                Some(Step::Failed(why)) => {
+                Step::Failed(why) => {
+                    // The status is sent already: the error is the stream's last event.
                     let err =
                         json!({"error": {"code": why.code(), "message": why.client_message()}});
                     return Some((
-                        Ok(Bytes::from(format!("data: {err}\n\n"))),
+                        Ok(Bytes::from(format!("data: {err}\n\ndata: [DONE]\n\n"))),
                         (None, None, state, id, model),
                     ));
                 }
-                None => return None,
             };
             Some((Ok(out), (None, Some(run), state, id, model)))
         },

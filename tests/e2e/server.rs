@@ -21,6 +21,14 @@ fn base() -> Arc<BaseModel> {
     .clone()
 }
 
+fn default_embedder() -> loramux_index::BertEmbedder {
+    let dir = loramux_runtime::fetch::DEFAULT_EMBEDDER
+        .path()
+        .expect("embedder fetched");
+    loramux_index::BertEmbedder::load(&dir, loramux_index::BertEmbedderConfig::default())
+        .expect("embedder")
+}
+
 fn state(queue: usize) -> Arc<ServerState> {
     state_with(queue, EngineConfig::default().max_running)
 }
@@ -343,17 +351,13 @@ async fn a_full_queue_answers_429() {
 #[actix_web::test]
 async fn registry_registration_auto_routing_and_admin_auth() {
     use loramux::server::RegistryCatalog;
-    use loramux_index::{BertEmbedder, BertEmbedderConfig, Registry, RegistryConfig};
+    use loramux_index::{Registry, RegistryConfig};
     use loramux_router::{PeftValidator, Router, RouterConfig};
     use std::sync::RwLock;
 
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/adapters");
     let dir = tempfile::tempdir().expect("tempdir");
-    let embedder_dir = loramux_runtime::fetch::DEFAULT_EMBEDDER
-        .path()
-        .expect("embedder fetched");
-    let embedder =
-        BertEmbedder::load(&embedder_dir, BertEmbedderConfig::default()).expect("embedder");
+    let embedder = default_embedder();
     let config = RegistryConfig {
         allowed_roots: vec![fixtures.clone()],
         ..Default::default()
@@ -582,7 +586,7 @@ impl loramux_runtime::Gate for RecordingGate<'_> {
 #[actix_web::test]
 async fn the_served_gate_is_the_gate_the_runtime_computes() {
     use loramux::server::RegistryCatalog;
-    use loramux_index::{AdapterKey, BertEmbedder, BertEmbedderConfig, NewAdapter, Registry};
+    use loramux_index::{AdapterKey, NewAdapter, Registry};
     use loramux_router::gate::{GateConfig, GateWeights, LearnedGate};
     use loramux_router::{PeftValidator, Router, RouterConfig};
     use loramux_runtime::{Adapter, AdapterId, Candidate};
@@ -593,11 +597,7 @@ async fn the_served_gate_is_the_gate_the_runtime_computes() {
     let base = base();
     let cfg = base.model.config().clone();
     let dir = tempfile::tempdir().expect("tempdir");
-    let embedder_dir = loramux_runtime::fetch::DEFAULT_EMBEDDER
-        .path()
-        .expect("embedder fetched");
-    let embedder =
-        BertEmbedder::load(&embedder_dir, BertEmbedderConfig::default()).expect("embedder");
+    let embedder = default_embedder();
     let mut registry = Registry::open(
         dir.path(),
         loramux_index::RegistryConfig {
@@ -854,4 +854,98 @@ async fn the_served_gate_is_the_gate_the_runtime_computes() {
         resp["choices"][0]["message"]["content"],
         base.tokenizer.decode(&ids_out, true).expect("decode")
     );
+}
+
+/// The streamed text and the last chunk's `finish_reason` of an SSE completion (a macro: the
+/// test service's type cannot be named without depending on actix-http).
+macro_rules! streamed_completion {
+    ($app:expr, $body:expr) => {{
+        let mut body: Value = $body;
+        body["stream"] = json!(true);
+        let raw = test::call_and_read_body(
+            $app,
+            test::TestRequest::post()
+                .uri("/v1/completions")
+                .set_json(&body)
+                .to_request(),
+        )
+        .await;
+        let text = String::from_utf8(raw.to_vec()).expect("utf-8 SSE");
+        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.last(), Some(&"data: [DONE]"), "{text}");
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+            .collect();
+        let content: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["text"].as_str())
+            .collect();
+        let reason = chunks.last().unwrap()["choices"][0]["finish_reason"]
+            .as_str()
+            .unwrap_or("<none>")
+            .to_string();
+        (content, reason)
+    }};
+}
+
+/// `finish_reason` is the engine's own (or `stop` for a matched stop string), the same
+/// streamed and not, run after run: an answer cut by `max_tokens` is `length` even when the
+/// engine has closed its channel, and a stop string that never appears changes nothing.
+#[actix_web::test]
+async fn finish_reason_is_the_engines_own_streamed_or_not() {
+    let state = state(64);
+    let app = test::init_service(App::new().configure(configure(state.clone()))).await;
+    let prompt = "Tell me a long story about a dragon";
+    let cut_by_length =
+        json!({"model": "base", "prompt": prompt, "temperature": 0, "max_tokens": 6});
+    let mut never_matching = cut_by_length.clone();
+    never_matching["stop"] = json!(["zzqqxx"]);
+    let full: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/completions")
+            .set_json(&cut_by_length)
+            .to_request(),
+    )
+    .await;
+    let full_text = full["choices"][0]["text"].as_str().unwrap().to_string();
+    assert_eq!(full["usage"]["completion_tokens"], 6, "{full}");
+    for body in [&cut_by_length, &never_matching] {
+        for _ in 0..3 {
+            let plain: Value = test::call_and_read_body_json(
+                &app,
+                test::TestRequest::post()
+                    .uri("/v1/completions")
+                    .set_json(body)
+                    .to_request(),
+            )
+            .await;
+            assert_eq!(plain["choices"][0]["finish_reason"], "length", "{plain}");
+            assert_eq!(plain["choices"][0]["text"], full_text.as_str());
+            let (text, reason) = streamed_completion!(&app, body.clone());
+            assert_eq!(reason, "length", "{body}");
+            assert_eq!(text, full_text);
+        }
+    }
+    // A stop string inside the answer: `stop`, the text before it, streamed or not.
+    let word: String = full_text.trim().chars().skip(2).take(3).collect();
+    let mut stopped = cut_by_length.clone();
+    stopped["stop"] = json!([word]);
+    let plain: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/completions")
+            .set_json(&stopped)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(plain["choices"][0]["finish_reason"], "stop", "{plain}");
+    let cut = plain["choices"][0]["text"].as_str().unwrap();
+    assert!(
+        full_text.starts_with(cut) && !cut.contains(&word),
+        "{cut:?}"
+    );
+    let (text, reason) = streamed_completion!(&app, stopped.clone());
+    assert_eq!((text.as_str(), reason.as_str()), (cut, "stop"));
 }
