@@ -34,6 +34,8 @@ pub struct Registration {
 #[derive(Debug)]
 pub enum CatalogError {
     Rejected(String),
+    /// The id is taken (registration without `replace`).
+    Conflict(String),
     NotFound(String),
     ReadOnly,
     Internal(String),

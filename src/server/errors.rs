@@ -10,8 +10,10 @@ use serde::Serialize;
 pub enum ApiError {
     #[error("{0}")]
     InvalidRequest(String),
-    #[error("unknown model or adapter {0:?}")]
+    #[error("unknown model or adapter {:?}", clip(.0))]
     UnknownModel(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     TooLarge(String),
     #[error("the server is at capacity; retry later")]
@@ -38,6 +40,16 @@ struct Inner<'a> {
     message: String,
 }
 
+/// A client's string as an error message shows it: at most 64 characters, so a huge id is
+/// not echoed back whole.
+pub fn clip(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 /// What a 429 or 503 asks the client to wait: about one engine step's backlog.
 const RETRY_AFTER_SECONDS: u32 = 1;
 
@@ -57,6 +69,7 @@ impl ApiError {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
             Self::UnknownModel(_) => "model_not_found",
+            Self::Conflict(_) => "conflict",
             Self::TooLarge(_) => "request_too_large",
             Self::Overloaded => "overloaded",
             Self::Unavailable(_) => "unavailable",
@@ -72,6 +85,7 @@ impl ResponseError for ApiError {
         match self {
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::UnknownModel(_) | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

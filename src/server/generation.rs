@@ -146,7 +146,12 @@ fn resolve_routing(
                 .map(|a| Ok((adapter_id(&a.id)?, a.weight)))
                 .collect::<Result<_, ApiError>>()?,
         ),
-        (None, "auto" | "") => Choice::Auto,
+        (None, "") => {
+            return Err(ApiError::InvalidRequest(
+                "`model` is empty: use \"auto\", \"base\" or an adapter id".into(),
+            ))
+        }
+        (None, "auto") => Choice::Auto,
         (None, "base") => Choice::Base,
         (None, name) if name == state.base_name => Choice::Base,
         (None, id) => Choice::Named(adapter_id(id)?),

@@ -86,7 +86,10 @@ pub fn configure(state: Arc<ServerState>) -> impl FnOnce(&mut web::ServiceConfig
             .route("/v1/adapters/{id}", web::get().to(get_adapter))
             .route("/v1/adapters/{id}", web::delete().to(delete_adapter))
             .route("/health", web::get().to(health))
-            .route("/metrics", web::get().to(metrics_text));
+            .route("/metrics", web::get().to(metrics_text))
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError::NotFound)
+            }));
     }
 }
 
@@ -112,6 +115,15 @@ async fn chat(
         let ChatRequest { messages, params } = body.into_inner();
         if messages.is_empty() {
             return Err(ApiError::InvalidRequest("`messages` is empty".into()));
+        }
+        if let Some(m) = messages
+            .iter()
+            .find(|m| !["system", "user", "assistant"].contains(&m.role.as_str()))
+        {
+            return Err(ApiError::InvalidRequest(format!(
+                "unsupported message role {:?} (system, user or assistant)",
+                errors::clip(&m.role)
+            )));
         }
         let messages: Vec<ChatMessage> = messages
             .into_iter()
@@ -278,6 +290,7 @@ fn authorize(state: &ServerState, req: &HttpRequest) -> Result<(), ApiError> {
 fn catalog_error(e: CatalogError) -> ApiError {
     match e {
         CatalogError::Rejected(why) => ApiError::InvalidRequest(why),
+        CatalogError::Conflict(why) => ApiError::Conflict(why),
         CatalogError::NotFound(id) => ApiError::UnknownModel(id),
         CatalogError::ReadOnly => ApiError::InvalidRequest(
             "this server's adapter catalog is read-only (started with --adapters-dir)".into(),
@@ -309,6 +322,18 @@ async fn register_adapter(
     } else {
         upload::read_json(payload, state.limits.max_body_bytes).await?
     };
+    let reserved = ["auto", "base", state.base_name.as_str()];
+    if reserved.contains(&registration.id.as_str()) {
+        return Err(ApiError::InvalidRequest(format!(
+            "the id {:?} is reserved: `model` uses it for {}",
+            registration.id,
+            if registration.id == "auto" {
+                "automatic routing"
+            } else {
+                "the base model"
+            }
+        )));
+    }
     let st = state.clone().into_inner();
     let entry = web::block(move || st.catalog.register(registration))
         .await

@@ -129,8 +129,8 @@ impl AdapterCatalog for RegistryCatalog {
 fn map_err(e: IndexError) -> CatalogError {
     match e {
         IndexError::NotFound { id } => CatalogError::NotFound(id),
+        IndexError::Duplicate { .. } => CatalogError::Conflict(e.to_string()),
         IndexError::InvalidKey { .. }
-        | IndexError::Duplicate { .. }
         | IndexError::OutsideRoots { .. }
         | IndexError::BadSource { .. }
         | IndexError::Invalid { .. }

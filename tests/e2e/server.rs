@@ -310,12 +310,44 @@ async fn bad_requests_get_stable_json_errors() {
             413,
             "request_too_large",
         ),
+        (
+            post(json!({"model": "base", "messages": [{"role": "foo", "content": "hi"}]})),
+            400,
+            "invalid_request",
+        ),
+        (
+            post(json!({"model": "", "messages": [{"role": "user", "content": "hi"}]})),
+            400,
+            "invalid_request",
+        ),
+        (
+            post(
+                json!({"model": "x".repeat(10_000), "messages": [{"role": "user", "content": "hi"}]}),
+            ),
+            404,
+            "model_not_found",
+        ),
+        (
+            test::TestRequest::get().uri("/v1/nothing-here"),
+            404,
+            "not_found",
+        ),
+        (
+            test::TestRequest::delete().uri("/v1/models"),
+            404,
+            "not_found",
+        ),
     ];
     for (i, (req, status, code)) in cases.into_iter().enumerate() {
         let resp = test::call_service(&app, req.to_request()).await;
         assert_eq!(resp.status().as_u16(), status, "case {i}");
         let body: Value = test::read_body_json(resp).await;
         assert_eq!(body["error"]["code"], code, "case {i}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.len() < 200,
+            "case {i}: a client's input is not echoed whole"
+        );
     }
 }
 
@@ -426,6 +458,32 @@ async fn registry_registration_auto_routing_and_admin_auth() {
     )
     .await;
     assert_eq!(resp.status().as_u16(), 201);
+    // The id is taken: 409, and the first registration stands.
+    let resp = test::call_service(
+        &app,
+        register("tax-law", "r8_qv", "Other", vec![], Some("s3cret")),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 409);
+    let body: Value = test::read_body_json(resp).await;
+    assert_eq!(body["error"]["code"], "conflict", "{body}");
+    // Ids that `model` already means something by are not registrable.
+    for reserved in ["auto", "base", "smollm2"] {
+        let resp = test::call_service(
+            &app,
+            register(reserved, "r8_qv", "Shadowing", vec![], Some("s3cret")),
+        )
+        .await;
+        assert_eq!(resp.status().as_u16(), 400, "{reserved}");
+        let body: Value = test::read_body_json(resp).await;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("reserved"),
+            "{body}"
+        );
+    }
     // A path outside the allowed roots is refused and leaves nothing behind.
     let outside = test::TestRequest::post()
         .uri("/v1/adapters")
