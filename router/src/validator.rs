@@ -11,12 +11,26 @@ use crate::ids::to_id;
 
 pub struct PeftValidator {
     model: ModelConfig,
+    /// The largest rank the server's adapter bank holds: a larger adapter could be
+    /// registered but never served.
+    max_rank: Option<usize>,
 }
 
 impl PeftValidator {
     /// Validates adapters for a base model of shape `model`.
     pub fn new(model: ModelConfig) -> Self {
-        Self { model }
+        Self {
+            model,
+            max_rank: None,
+        }
+    }
+
+    /// Also refuses adapters of a rank above `max_rank`.
+    pub fn with_max_rank(self, max_rank: usize) -> Self {
+        Self {
+            max_rank: Some(max_rank),
+            ..self
+        }
     }
 }
 
@@ -31,6 +45,15 @@ impl AdapterValidator for PeftValidator {
         if adapter.num_modules() == 0 {
             return Err(ValidationError {
                 reason: "the adapter targets no module of this base model".into(),
+            });
+        }
+        if let Some(max) = self.max_rank.filter(|&m| adapter.max_rank() > m) {
+            return Err(ValidationError {
+                reason: format!(
+                    "rank {} is above the largest rank this server's adapter bank holds ({max}; \
+                     serve --bank-rank)",
+                    adapter.max_rank()
+                ),
             });
         }
         let config = adapter.config();

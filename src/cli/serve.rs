@@ -131,8 +131,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
             let registry = Arc::new(std::sync::RwLock::new(registry));
             let router = Router::new(registry, args.router_config()?)?;
-            let catalog =
-                RegistryCatalog::new(router, PeftValidator::new(base.model.config().clone()));
+            let catalog = RegistryCatalog::new(
+                router,
+                PeftValidator::new(base.model.config().clone()).with_max_rank(args.bank_rank),
+            );
             Arc::new(if gate_top_k.is_some() {
                 catalog.with_all_candidates()
             } else {
