@@ -50,7 +50,7 @@ pub struct ServeArgs {
     no_gate: bool,
     /// Best similarity under which `auto` serves the base model [default: the zoo's
     /// calibrated routing.json, from `loramux calibrate-route`].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "adapters_dir")]
     route_threshold: Option<f32>,
     /// Experts per token the gate keeps.
     #[arg(long, default_value_t = GateConfig::default().top_k)]
