@@ -250,10 +250,8 @@ impl Run {
                 ));
             };
             match event {
-                EngineEvent::Started { gate_scored } => {
-                    self.started(gate_scored, state);
-                    continue;
-                }
+                // `admitted` read it before the response began.
+                EngineEvent::Started { .. } => continue,
                 EngineEvent::Gate(weights) => {
                     self.gate.gate(weights);
                     continue;

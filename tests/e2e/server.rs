@@ -134,15 +134,7 @@ async fn chat_completion_streamed_and_not_match_the_runtime() {
             .to_request(),
     )
     .await;
-    let text = String::from_utf8(raw.to_vec()).expect("utf-8 SSE");
-    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
-    assert_eq!(events.last(), Some(&"data: [DONE]"));
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| {
-            serde_json::from_str(e.strip_prefix("data: ").expect("data line")).expect("chunk json")
-        })
-        .collect();
+    let chunks = sse_chunks(&raw);
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(chunks[0]["routing"]["mode"], "base");
     let content: String = chunks
@@ -914,6 +906,19 @@ async fn the_served_gate_is_the_gate_the_runtime_computes() {
     );
 }
 
+/// The JSON chunks of an SSE body, which must end with `[DONE]`.
+fn sse_chunks(raw: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(raw).expect("utf-8 SSE");
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"), "{text}");
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| {
+            serde_json::from_str(e.strip_prefix("data: ").expect("data line")).expect("chunk json")
+        })
+        .collect()
+}
+
 /// The streamed text and the last chunk's `finish_reason` of an SSE completion (a macro: the
 /// test service's type cannot be named without depending on actix-http).
 macro_rules! streamed_completion {
@@ -928,13 +933,7 @@ macro_rules! streamed_completion {
                 .to_request(),
         )
         .await;
-        let text = String::from_utf8(raw.to_vec()).expect("utf-8 SSE");
-        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
-        assert_eq!(events.last(), Some(&"data: [DONE]"), "{text}");
-        let chunks: Vec<Value> = events[..events.len() - 1]
-            .iter()
-            .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
-            .collect();
+        let chunks = sse_chunks(&raw);
         let content: String = chunks
             .iter()
             .filter_map(|c| c["choices"][0]["text"].as_str())
