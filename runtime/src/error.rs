@@ -22,6 +22,14 @@ pub enum RuntimeError {
     },
     #[error("unsupported model: {reason}")]
     UnsupportedModel { reason: String },
+    /// A config field that would change the computation in a way loramux does not implement.
+    #[error("{}: {field} = {value}: {reason}", file.display())]
+    UnsupportedConfig {
+        file: PathBuf,
+        field: String,
+        value: String,
+        reason: String,
+    },
     #[error("adapter {path}: {reason}")]
     Adapter { path: PathBuf, reason: String },
     #[error("adapter {path}, tensor {tensor}: {reason}")]

@@ -27,7 +27,7 @@ pub use adapter::{Adapter, AdapterId, HostCache, HostCacheStats};
 pub use bank::{AdapterBank, AdapterLease, BankConfig, BankStats, ResidencyKey};
 pub use base::BaseModel;
 pub use chat_template::{ChatMessage, ChatTemplate};
-pub use config::{ModelConfig, ModuleKind};
+pub use config::{ModelConfig, ModuleKind, RopeConfig, RopeScaling};
 pub use device::DeviceChoice;
 pub use error::{Result, RuntimeError};
 pub use gate::{prior_row, Candidate, FixedGate, Gate, GateInput, RowSplitGate};

@@ -58,6 +58,7 @@ impl HostModel {
                 index: l,
                 attn_norm,
                 mlp_norm,
+                qk_norm: load::qk_norms(source, cfg, l)?,
                 qkv: groups.qkv,
                 o: groups.o,
                 gate_up: groups.gate_up,

@@ -1,4 +1,5 @@
-//! One llama decoder layer: pre-norm attention and pre-norm SwiGLU MLP, each residual.
+//! One llama decoder layer: pre-norm attention (with Qwen3's per-head q/k norm where the
+//! model has it) and pre-norm SwiGLU MLP, each residual.
 
 use super::attention::{causal_attention, AttnShape, RowAttn};
 use super::norm::{rms_norm, silu_mul};
@@ -12,6 +13,8 @@ pub struct DecoderLayer {
     pub(super) index: usize,
     pub(super) attn_norm: Vec<f32>,
     pub(super) mlp_norm: Vec<f32>,
+    /// Per-head q and k norm gains (Qwen3).
+    pub(super) qk_norm: Option<(Vec<f32>, Vec<f32>)>,
     /// q, k, v (one group when their formats allow stacking).
     pub(super) qkv: Vec<ProjectionGroup>,
     pub(super) o: ProjectionGroup,
@@ -70,6 +73,11 @@ impl DecoderLayer {
             row_candidates: &step.row_candidates,
         });
         let (mut q, mut k, v) = take3(run_groups(&self.qkv, &x, &plan, lora)?)?;
+        if let Some((q_norm, k_norm)) = &self.qk_norm {
+            // Rows of head_dim: the norm runs over each head of each row.
+            q = rms_norm(&q, q_norm, cfg.rms_norm_eps);
+            k = rms_norm(&k, k_norm, cfg.rms_norm_eps);
+        }
         step.rope.apply(&mut q, cfg.num_heads, &step.cos, &step.sin);
         step.rope
             .apply(&mut k, cfg.num_kv_heads, &step.cos, &step.sin);

@@ -34,10 +34,7 @@ pub(crate) fn group_weights(
         let role = TensorRole::Proj(layer, m);
         let w = required(source, role)?;
         expect_shape(role, &w, &[d_out, d_in])?;
-        let bias = match source.tensor(TensorRole::ProjBias(layer, m))? {
-            Some(b) => Some(vector(&b, TensorRole::ProjBias(layer, m), d_out)?),
-            None => None,
-        };
+        let bias = projection_bias(source, cfg, TensorRole::ProjBias(layer, m), m, d_out)?;
         loaded.push((
             w,
             Part {
@@ -79,6 +76,47 @@ pub(crate) fn group_weights(
             d_in,
         })
         .collect())
+}
+
+/// A projection's bias exactly when the config says it has one: a missing bias, or one the
+/// config does not declare (which transformers would not use), refuses the model.
+fn projection_bias(
+    source: &mut dyn WeightSource,
+    cfg: &ModelConfig,
+    role: TensorRole,
+    module: ModuleKind,
+    d_out: usize,
+) -> Result<Option<Vec<f32>>> {
+    match (source.tensor(role)?, cfg.has_bias(module)) {
+        (Some(b), true) => Ok(Some(vector(&b, role, d_out)?)),
+        (None, false) => Ok(None),
+        (None, true) => Err(RuntimeError::MissingTensor {
+            name: role.hf_name(),
+        }),
+        (Some(_), false) => Err(RuntimeError::UnsupportedModel {
+            reason: format!(
+                "tensor {} is in the file but the config declares no bias on {}",
+                role.hf_name(),
+                module.hf_name()
+            ),
+        }),
+    }
+}
+
+/// Qwen3's q and k norm gains of a layer, `[head_dim]` each, when the config has them.
+pub(crate) fn qk_norms(
+    source: &mut dyn WeightSource,
+    cfg: &ModelConfig,
+    layer: usize,
+) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+    if !cfg.qk_norm {
+        return Ok(None);
+    }
+    let (q, k) = (TensorRole::QNorm(layer), TensorRole::KNorm(layer));
+    Ok(Some((
+        vector(&required(source, q)?, q, cfg.head_dim)?,
+        vector(&required(source, k)?, k, cfg.head_dim)?,
+    )))
 }
 
 pub(crate) fn required(source: &mut dyn WeightSource, role: TensorRole) -> Result<QTensor> {

@@ -1,4 +1,5 @@
-//! The llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM) over a ragged batch.
+//! The llama-family decoder (Llama 2/3/3.1/3.2, Mistral, Qwen2/2.5, Qwen3, SmolLM) over a
+//! ragged batch; the architectures differ only in `ModelConfig`'s named switches.
 //!
 //! One forward takes any number of sequences, each with its own new tokens, KV cache and
 //! candidate adapters. Their rows are flattened into one `[rows, hidden]` matrix so every
@@ -155,7 +156,7 @@ impl LlamaModel {
                 Backend::Device(DeviceModel::load(source, &cfg, dtype, device)?)
             }
         };
-        let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
+        let rope = Rope::new(cfg.head_dim, &cfg.rope);
         Ok(Self { cfg, rope, backend })
     }
 

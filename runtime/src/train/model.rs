@@ -65,6 +65,13 @@ fn stacked(
 impl TrainModel {
     pub fn load(source: &mut dyn WeightSource) -> Result<Self> {
         let cfg = source.config().clone();
+        if cfg.qk_norm || cfg.o_bias || cfg.mlp_bias {
+            return Err(RuntimeError::UnsupportedModel {
+                reason: "training adapters on models with q/k norm (Qwen3) or o/MLP biases \
+                         is not implemented; they run for inference"
+                    .into(),
+            });
+        }
         let h = cfg.hidden_size;
         let embed = dense(source, TensorRole::Embed, &[cfg.vocab_size, h])?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
@@ -104,7 +111,7 @@ impl TrainModel {
             Some(_) => dense(source, TensorRole::LmHead, &[cfg.vocab_size, h])?,
             None => embed.clone(),
         };
-        let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
+        let rope = Rope::new(cfg.head_dim, &cfg.rope);
         Ok(Self {
             cfg,
             embed,

@@ -1,6 +1,8 @@
 //! GGUF weight source: config from the metadata, tensors by llama.cpp name.
 
+use super::config_fields::{ConfigFields, FieldValue};
 use super::{rope_layout::unpermute_interleaved_rows, TensorRole, TokenizerSource, WeightSource};
+use crate::config::{RopeConfig, RopeScaling};
 use crate::{ModelConfig, ModuleKind, Result, RuntimeError};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{QStorage, QTensor};
@@ -16,7 +18,7 @@ pub struct GgufSource {
     reader: BufReader<File>,
     content: Arc<Content>,
     config: ModelConfig,
-    /// llama-architecture converters permute q/k rows; qwen2's do not.
+    /// llama-architecture converters permute q/k rows; qwen2's and qwen3's do not.
     qk_interleaved: bool,
 }
 
@@ -28,7 +30,7 @@ impl GgufSource {
             path: path.to_path_buf(),
             reason: format!("not a readable GGUF file: {e}"),
         })?;
-        let (config, qk_interleaved) = config_from_metadata(path, &content)?;
+        let (config, qk_interleaved) = config_from_metadata(path, &content, &mut reader)?;
         config.validate()?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -61,6 +63,8 @@ impl GgufSource {
             TensorRole::MlpNorm(l) => format!("blk.{l}.ffn_norm.weight"),
             TensorRole::Proj(l, m) => format!("blk.{l}.{}.weight", module(m)),
             TensorRole::ProjBias(l, m) => format!("blk.{l}.{}.bias", module(m)),
+            TensorRole::QNorm(l) => format!("blk.{l}.attn_q_norm.weight"),
+            TensorRole::KNorm(l) => format!("blk.{l}.attn_k_norm.weight"),
         }
     }
 
@@ -112,72 +116,170 @@ impl WeightSource for GgufSource {
     }
 }
 
-fn config_from_metadata(path: &Path, content: &Content) -> Result<(ModelConfig, bool)> {
-    let md = &content.metadata;
+impl FieldValue for Value {
+    fn show(&self) -> String {
+        match self {
+            Value::String(v) => format!("{v:?}"),
+            Value::Array(v) => format!("[{} values]", v.len()),
+            other => format!("{other:?}")
+                .split(['(', ')'])
+                .nth(1)
+                .unwrap_or_default()
+                .to_string(),
+        }
+    }
+}
+
+/// Keys outside the architecture's own that leave the computation unchanged.
+fn inert_key(arch: &str, key: &str) -> bool {
+    key.starts_with("general.")
+        || key.starts_with("tokenizer.")
+        || key.starts_with("quantize.")
+        || key == format!("{arch}.vocab_size")
+        || key == format!("{arch}.rope.scaling.finetuned")
+}
+
+fn config_from_metadata(
+    path: &Path,
+    content: &Content,
+    reader: &mut BufReader<File>,
+) -> Result<(ModelConfig, bool)> {
     let err = |reason: String| RuntimeError::ModelFormat {
         path: path.to_path_buf(),
         reason,
     };
-    let arch = md
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .ok_or_else(|| err("no general.architecture in metadata".into()))?
-        .clone();
+    let mut f = ConfigFields::new(path, content.metadata.clone());
+    let arch = match f.take("general.architecture") {
+        Some(Value::String(a)) => a,
+        _ => return Err(err("no general.architecture in metadata".into())),
+    };
+    // llama-architecture converters permute q/k rows; the qwen ones do not.
     let qk_interleaved = match arch.as_str() {
         "llama" | "mistral" => true,
-        "qwen2" => false,
+        "qwen2" | "qwen3" => false,
         other => {
-            return Err(RuntimeError::UnsupportedModel {
-                reason: format!(
-                    "GGUF architecture {other:?}: loramux runs llama, mistral and qwen2"
-                ),
-            })
+            return Err(f.refuse(
+                "general.architecture",
+                format!("{other:?}"),
+                "loramux runs llama, mistral, qwen2 and qwen3",
+            ))
         }
     };
-    let get = |key: &str| -> Result<&Value> {
-        md.get(&format!("{arch}.{key}"))
-            .ok_or_else(|| err(format!("metadata key {arch}.{key} is missing")))
+    let key = |k: &str| format!("{arch}.{k}");
+    let number = |f: &mut ConfigFields<Value>, k: &str| -> Result<Option<f64>> {
+        let k = key(k);
+        match f.take(&k) {
+            None => Ok(None),
+            Some(v) => v
+                .to_u64()
+                .map(|x| x as f64)
+                .or_else(|_| v.to_u32().map(f64::from))
+                .or_else(|_| v.to_i32().map(f64::from))
+                .or_else(|_| v.to_f32().map(f64::from))
+                .or_else(|_| v.to_f64())
+                .map(Some)
+                .map_err(|_| f.refuse(&k, v.show(), "expected a number")),
+        }
     };
-    let as_usize = |key: &str| -> Result<usize> {
-        let v = get(key)?;
-        v.to_u64()
+    let required = |f: &mut ConfigFields<Value>, k: &str| -> Result<usize> {
+        number(f, k)?
             .map(|x| x as usize)
-            .or_else(|_| v.to_u32().map(|x| x as usize))
-            .map_err(|e| err(format!("{arch}.{key}: {e}")))
+            .ok_or_else(|| err(format!("metadata key {} is missing", key(k))))
     };
-    let hidden_size = as_usize("embedding_length")?;
-    let num_heads = as_usize("attention.head_count")?;
-    let num_kv_heads = as_usize("attention.head_count_kv").unwrap_or(num_heads);
-    let head_dim = as_usize("attention.key_length").unwrap_or(hidden_size / num_heads.max(1));
+    let hidden_size = required(&mut f, "embedding_length")?;
+    let num_heads = required(&mut f, "attention.head_count")?;
+    let num_kv_heads = number(&mut f, "attention.head_count_kv")?.map_or(num_heads, |x| x as usize);
+    let head_dim = number(&mut f, "attention.key_length")?
+        .map_or(hidden_size / num_heads.max(1), |x| x as usize);
+    for k in ["attention.value_length", "rope.dimension_count"] {
+        if let Some(d) = number(&mut f, k)?.filter(|&d| d as usize != head_dim) {
+            return Err(f.refuse(
+                &key(k),
+                d,
+                format!("differs from head_dim {head_dim} (partial rotary or odd value heads)"),
+            ));
+        }
+    }
     let vocab_size = match content.tensor_infos.get("token_embd.weight") {
         Some(info) => info.shape.dims()[0],
         None => return Err(err("tensor token_embd.weight is missing".into())),
     };
+    let theta = number(&mut f, "rope.freq_base")?.unwrap_or(10_000.0) as f32;
+    let scaling = rope_scaling(&mut f, &arch, content, reader, path)?;
     let config = ModelConfig {
         hidden_size,
-        intermediate_size: as_usize("feed_forward_length")?,
-        num_layers: as_usize("block_count")?,
+        intermediate_size: required(&mut f, "feed_forward_length")?,
+        num_layers: required(&mut f, "block_count")?,
         num_heads,
         num_kv_heads,
         head_dim,
         vocab_size,
-        rope_theta: get("rope.freq_base")
-            .and_then(|v| v.to_f32().map_err(|e| err(e.to_string())))
-            .unwrap_or(10_000.0),
-        rms_norm_eps: get("attention.layer_norm_rms_epsilon")
-            .and_then(|v| v.to_f32().map_err(|e| err(e.to_string())))
-            .unwrap_or(1e-5) as f64,
-        max_position: as_usize("context_length").unwrap_or(4096),
+        rope: RopeConfig { theta, scaling },
+        rms_norm_eps: number(&mut f, "attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5) as f32
+            as f64,
+        max_position: number(&mut f, "context_length")?.map_or(4096, |x| x as usize),
         tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
         qkv_bias: content.tensor_infos.contains_key("blk.0.attn_q.bias"),
+        o_bias: content.tensor_infos.contains_key("blk.0.attn_output.bias"),
+        mlp_bias: content.tensor_infos.contains_key("blk.0.ffn_up.bias"),
+        qk_norm: content
+            .tensor_infos
+            .contains_key("blk.0.attn_q_norm.weight"),
     };
-    if md.contains_key(&format!("{arch}.rope.scaling.type"))
-        || content.tensor_infos.contains_key("rope_freqs.weight")
-    {
-        return Err(RuntimeError::UnsupportedModel {
-            reason: "rotary embedding scaling (rope_freqs / rope.scaling) is not implemented yet"
-                .into(),
-        });
-    }
+    f.finish(|k| inert_key(&arch, k))?;
     Ok((config, qk_interleaved))
+}
+
+/// `{arch}.rope.scaling.*` and the `rope_freqs.weight` tensor, as llama.cpp applies them.
+fn rope_scaling(
+    f: &mut ConfigFields<Value>,
+    arch: &str,
+    content: &Content,
+    reader: &mut BufReader<File>,
+    path: &Path,
+) -> Result<RopeScaling> {
+    let type_key = format!("{arch}.rope.scaling.type");
+    let factor_key = format!("{arch}.rope.scaling.factor");
+    let kind = match f.take(&type_key) {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(v) => return Err(f.refuse(&type_key, v.show(), "expected a string")),
+    };
+    let factor = match f.take(&factor_key) {
+        None => None,
+        Some(v) => Some(
+            v.to_f32()
+                .map_err(|_| f.refuse(&factor_key, v.show(), "expected a number"))?,
+        ),
+    };
+    let freqs = if content.tensor_infos.contains_key("rope_freqs.weight") {
+        let t = content
+            .tensor(reader, "rope_freqs.weight", &Device::Cpu)
+            .map_err(|e| RuntimeError::ModelFormat {
+                path: path.to_path_buf(),
+                reason: format!("tensor rope_freqs.weight: {e}"),
+            })?;
+        Some(
+            t.dequantize(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        )
+    } else {
+        None
+    };
+    match (kind.as_deref(), factor, freqs) {
+        (None | Some("none"), _, None) => Ok(RopeScaling::None),
+        // llama.cpp writes Llama 3.1 scaling as per-frequency factors (type none or absent).
+        (None | Some("none"), _, Some(factors)) => Ok(RopeScaling::FreqFactors(factors)),
+        (Some("linear"), Some(factor), None) => Ok(RopeScaling::Linear { factor }),
+        (Some("linear"), None, _) => {
+            Err(f.refuse(&factor_key, "missing", "linear scaling needs a factor"))
+        }
+        (Some(other), _, _) => Err(f.refuse(
+            &type_key,
+            format!("{other:?}"),
+            "loramux implements GGUF rope scaling none, linear and rope_freqs; use the \
+             safetensors checkpoint for yarn",
+        )),
+    }
 }

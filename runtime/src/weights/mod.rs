@@ -5,7 +5,9 @@
 //! format. Matrices come back as `QTensor`s: quantized GGUF tensors stay quantized, dense
 //! tensors come back as F32 `QTensor`s.
 
+mod config_fields;
 mod gguf;
+mod hf_config;
 mod memory;
 mod rope_layout;
 mod safetensors_dir;
@@ -29,6 +31,9 @@ pub enum TensorRole {
     MlpNorm(usize),
     Proj(usize, ModuleKind),
     ProjBias(usize, ModuleKind),
+    /// Qwen3's per-head RMSNorm gains of q and k, `[head_dim]`.
+    QNorm(usize),
+    KNorm(usize),
 }
 
 impl TensorRole {
@@ -46,6 +51,8 @@ impl TensorRole {
             Self::ProjBias(l, m) => {
                 format!("model.layers.{l}.{}.{}.bias", m.hf_parent(), m.hf_name())
             }
+            Self::QNorm(l) => format!("model.layers.{l}.self_attn.q_norm.weight"),
+            Self::KNorm(l) => format!("model.layers.{l}.self_attn.k_norm.weight"),
         }
     }
 }

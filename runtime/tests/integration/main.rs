@@ -2,6 +2,8 @@
 //! engine against plain batched generation (both need the default model: `loramux models
 //! fetch`), and the device backend against the host backend on tiny in-memory models.
 
+mod architectures;
+mod config_refusals;
 mod device;
 mod engine;
 mod reference;

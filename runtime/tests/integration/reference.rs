@@ -291,7 +291,7 @@ fn safetensors_folder_matches_gguf() {
     let config = serde_json::json!({
         "model_type": "llama", "hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size,
         "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
-        "num_key_value_heads": cfg.num_kv_heads, "vocab_size": cfg.vocab_size, "rope_theta": cfg.rope_theta,
+        "num_key_value_heads": cfg.num_kv_heads, "vocab_size": cfg.vocab_size, "rope_theta": cfg.rope.theta,
         "rms_norm_eps": cfg.rms_norm_eps, "max_position_embeddings": cfg.max_position, "tie_word_embeddings": true
     });
     std::fs::write(dir.path().join("config.json"), config.to_string()).expect("write config");

@@ -17,6 +17,8 @@ pub(super) struct DeviceLayer {
     /// `[hidden]` gains on the device.
     pub(super) attn_norm: Tensor,
     pub(super) mlp_norm: Tensor,
+    /// Per-head q and k norm gains `[head_dim]` (Qwen3).
+    pub(super) qk_norm: Option<(Tensor, Tensor)>,
     /// q, k, v (one group when their formats allow stacking).
     pub(super) qkv: Vec<DeviceGroup>,
     pub(super) o: DeviceGroup,
@@ -43,6 +45,13 @@ impl DeviceLayer {
             num_heads: cfg.num_heads,
             num_kv_heads: cfg.num_kv_heads,
             head_dim: cfg.head_dim,
+        };
+        let (q, k) = match &self.qk_norm {
+            Some((q_norm, k_norm)) => (
+                head_norm(&q, q_norm, dims.head_dim, eps)?,
+                head_norm(&k, k_norm, dims.head_dim, eps)?,
+            ),
+            None => (q, k),
         };
         let q = step.rope.apply(&q, dims.num_heads, dims.head_dim)?;
         let k = step.rope.apply(&k, dims.num_kv_heads, dims.head_dim)?;
@@ -73,6 +82,13 @@ impl DeviceLayer {
             row_candidates: &step.host.row_candidates,
         }))
     }
+}
+
+/// RMSNorm over each head of `[rows, heads * head_dim]`.
+fn head_norm(x: &Tensor, gain: &Tensor, head_dim: usize, eps: f32) -> Result<Tensor> {
+    let (rows, width) = x.dims2()?;
+    let heads = x.reshape((rows * width / head_dim, head_dim))?;
+    Ok(candle_nn::ops::rms_norm(&heads, gain, eps)?.reshape((rows, width))?)
 }
 
 /// Runs groups over one input and returns the parts of all groups in order.

@@ -62,10 +62,15 @@ impl DeviceModel {
         for l in 0..cfg.num_layers {
             let groups = load::layer_groups(source, cfg, l)?.map(|g| group(l, g))?;
             let (attn_norm, mlp_norm) = load::layer_norms(source, cfg, l)?;
+            let qk_norm = match load::qk_norms(source, cfg, l)? {
+                Some((q, k)) => Some((gain(q)?, gain(k)?)),
+                None => None,
+            };
             layers.push(DeviceLayer {
                 index: l,
                 attn_norm: gain(attn_norm)?,
                 mlp_norm: gain(mlp_norm)?,
+                qk_norm,
                 qkv: groups.qkv,
                 o: groups.o,
                 gate_up: groups.gate_up,

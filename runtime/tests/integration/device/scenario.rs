@@ -23,11 +23,14 @@ pub fn tiny(num_kv_heads: usize, qkv_bias: bool, tie_word_embeddings: bool) -> M
         num_kv_heads,
         head_dim: 4,
         vocab_size: 32,
-        rope_theta: 10_000.0,
+        rope: loramux_runtime::config::RopeConfig::plain(10_000.0),
         rms_norm_eps: 1e-5,
         max_position: 64,
         tie_word_embeddings,
         qkv_bias,
+        o_bias: false,
+        mlp_bias: false,
+        qk_norm: false,
     }
 }
 

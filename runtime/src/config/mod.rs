@@ -1,5 +1,9 @@
 //! Runtime configuration of a llama-family decoder, independent of the file it came from.
 
+mod rope;
+
+pub use rope::{RopeConfig, RopeScaling};
+
 use crate::{Result, RuntimeError};
 
 /// The seven projections a LoRA adapter may target in a llama-family decoder layer.
@@ -55,7 +59,8 @@ impl ModuleKind {
     }
 }
 
-/// Shapes and constants of a llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM).
+/// Shapes and constants of a llama-family decoder (Llama 2/3/3.1/3.2, Mistral, Qwen2/2.5,
+/// Qwen3, SmolLM). The architectures differ only in the named switches below.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     pub hidden_size: usize,
@@ -65,12 +70,20 @@ pub struct ModelConfig {
     pub num_kv_heads: usize,
     pub head_dim: usize,
     pub vocab_size: usize,
-    pub rope_theta: f32,
+    pub rope: RopeConfig,
     pub rms_norm_eps: f64,
+    /// The longest context the model runs (its `max_position_embeddings`, or a shorter
+    /// sliding window).
     pub max_position: usize,
     pub tie_word_embeddings: bool,
-    /// Qwen2 has biases on q/k/v.
+    /// Biases on q/k/v (Qwen2; Llama's and Qwen3's `attention_bias`).
     pub qkv_bias: bool,
+    /// A bias on o (Llama's and Qwen3's `attention_bias`).
+    pub o_bias: bool,
+    /// Biases on gate/up/down (Llama's `mlp_bias`).
+    pub mlp_bias: bool,
+    /// RMSNorm over each head of q and k before rotation (Qwen3).
+    pub qk_norm: bool,
 }
 
 impl ModelConfig {
@@ -86,6 +99,15 @@ impl ModelConfig {
             ModuleKind::O => (q, h),
             ModuleKind::Gate | ModuleKind::Up => (h, i),
             ModuleKind::Down => (i, h),
+        }
+    }
+
+    /// Whether the projection has a bias.
+    pub fn has_bias(&self, module: ModuleKind) -> bool {
+        match module {
+            ModuleKind::Q | ModuleKind::K | ModuleKind::V => self.qkv_bias,
+            ModuleKind::O => self.o_bias,
+            ModuleKind::Gate | ModuleKind::Up | ModuleKind::Down => self.mlp_bias,
         }
     }
 
@@ -114,6 +136,15 @@ impl ModelConfig {
         }
         if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} is odd", self.head_dim));
+        }
+        if let RopeScaling::FreqFactors(f) = &self.rope.scaling {
+            if f.len() != self.head_dim / 2 {
+                return bad(format!(
+                    "{} rotary frequency factors for head_dim {}",
+                    f.len(),
+                    self.head_dim
+                ));
+            }
         }
         Ok(())
     }
