@@ -356,11 +356,14 @@ fn smollm2_135m() -> ModelConfig {
         num_kv_heads: 3,
         head_dim: 64,
         vocab_size: 49152,
-        rope_theta: 100_000.0,
+        rope: loramux_runtime::config::RopeConfig::plain(100_000.0),
         rms_norm_eps: 1e-5,
         max_position: 8192,
         tie_word_embeddings: true,
         qkv_bias: false,
+        o_bias: false,
+        mlp_bias: false,
+        qk_norm: false,
     }
 }
 

@@ -68,11 +68,14 @@ pub fn smollm2_135m() -> ModelConfig {
         num_kv_heads: 3,
         head_dim: 64,
         vocab_size: 49_152,
-        rope_theta: 100_000.0,
+        rope: loramux_runtime::config::RopeConfig::plain(100_000.0),
         rms_norm_eps: 1e-5,
         max_position: 8192,
         tie_word_embeddings: true,
         qkv_bias: false,
+        o_bias: false,
+        mlp_bias: false,
+        qk_norm: false,
     }
 }
 
@@ -90,7 +93,7 @@ mod tests {
         let file = source.config();
         let mut expected = smollm2_135m();
         // Only the shapes matter for timing; compare everything but the float constants.
-        expected.rope_theta = file.rope_theta;
+        expected.rope = file.rope.clone();
         expected.rms_norm_eps = file.rms_norm_eps;
         assert_eq!(file, &expected);
     }

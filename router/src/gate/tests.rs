@@ -21,11 +21,14 @@ fn tiny() -> ModelConfig {
         num_kv_heads: 2,
         head_dim: 4,
         vocab_size: 32,
-        rope_theta: 10_000.0,
+        rope: loramux_runtime::config::RopeConfig::plain(10_000.0),
         rms_norm_eps: 1e-5,
         max_position: 64,
         tie_word_embeddings: true,
         qkv_bias: false,
+        o_bias: false,
+        mlp_bias: false,
+        qk_norm: false,
     }
 }
 
