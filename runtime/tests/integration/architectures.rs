@@ -1,5 +1,5 @@
 //! Every architecture and config style loramux loads from safetensors, against transformers 5
-//! + PEFT: Llama 3 (theta 500000), Llama 3.1 / 3.2 (`llama3` rotary scaling, tied
+//! and PEFT: Llama 3 (theta 500000), Llama 3.1 / 3.2 (`llama3` rotary scaling, tied
 //! embeddings), `linear` and `dynamic` scaling, Llama's `attention_bias` / `mlp_bias`, Mistral
 //! with an explicit `head_dim`, Qwen2 (q/k/v biases), Qwen2.5 and Qwen3 `yarn`, Qwen3 (q/k
 //! norm). Each model is read from the `config.json` transformers 5 saved (`rope_parameters`)
