@@ -283,3 +283,153 @@ fn rope_scaling(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::rope::Rope;
+    use candle_core::quantized::GgmlDType;
+    use candle_core::Tensor;
+
+    const HEAD_DIM: usize = 16;
+
+    /// A GGUF with llama-style metadata for a 2-head, 32-wide model, the given extra keys and
+    /// extra f32 tensors (shapes as given), and an embedding so the vocabulary is known.
+    fn write(
+        arch: &str,
+        extra: &[(&str, Value)],
+        tensors: &[(&str, Vec<f32>)],
+    ) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("model.gguf");
+        let k = |s: &str| format!("{arch}.{s}");
+        let mut md: Vec<(String, Value)> = vec![
+            ("general.architecture".into(), Value::String(arch.into())),
+            (k("embedding_length"), Value::U32(32)),
+            (k("attention.head_count"), Value::U32(2)),
+            (k("attention.head_count_kv"), Value::U32(2)),
+            (k("feed_forward_length"), Value::U32(64)),
+            (k("block_count"), Value::U32(1)),
+            (k("context_length"), Value::U32(256)),
+            (k("rope.freq_base"), Value::F32(500_000.0)),
+            (k("rope.dimension_count"), Value::U32(HEAD_DIM as u32)),
+        ];
+        md.extend(extra.iter().map(|(key, v)| (key.to_string(), v.clone())));
+        let embed = Tensor::zeros((8, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let mut qt = vec![(
+            "token_embd.weight".to_string(),
+            QTensor::quantize(&embed, GgmlDType::F32).unwrap(),
+        )];
+        for (name, values) in tensors {
+            let t = Tensor::from_vec(values.clone(), values.len(), &Device::Cpu).unwrap();
+            qt.push((name.to_string(), QTensor::quantize(&t, GgmlDType::F32).unwrap()));
+        }
+        let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let qt_refs: Vec<(&str, &QTensor)> = qt.iter().map(|(k, t)| (k.as_str(), t)).collect();
+        let mut file = File::create(&path).unwrap();
+        candle_core::quantized::gguf_file::write(&mut file, &md_refs, &qt_refs).unwrap();
+        (dir, path)
+    }
+
+    fn refused_field(path: &Path) -> String {
+        match GgufSource::open(path) {
+            Err(RuntimeError::UnsupportedConfig { field, .. }) => field,
+            Err(other) => panic!("expected a refusal naming a key, got {other}"),
+            Ok(_) => panic!("loaded"),
+        }
+    }
+
+    /// llama.cpp's converter (`convert_hf_to_gguf.py`, LlamaModel) stores Llama 3.1 scaling
+    /// as `rope_freqs.weight`: 1 for short wavelengths, `factor` for long ones, the inverse
+    /// of the smooth blend between. Computed here as it computes them.
+    fn converter_rope_freqs(theta: f64, factor: f64, low: f64, high: f64, old: f64) -> Vec<f32> {
+        (0..HEAD_DIM / 2)
+            .map(|i| {
+                let freq = 1.0 / theta.powf((2 * i) as f64 / HEAD_DIM as f64);
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                if wavelen < old / high {
+                    1.0
+                } else if wavelen > old / low {
+                    factor as f32
+                } else {
+                    let smooth = (old / wavelen - low) / (high - low);
+                    (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rope_freqs_give_the_llama3_frequencies() {
+        let freqs = converter_rope_freqs(500_000.0, 8.0, 1.0, 4.0, 64.0);
+        assert!(freqs.iter().any(|&f| f != 1.0 && f != 8.0), "a blended frequency");
+        let (_dir, path) = write("llama", &[], &[("rope_freqs.weight", freqs.clone())]);
+        let source = GgufSource::open(&path).expect("loads");
+        let rope = &source.config().rope;
+        assert_eq!(rope.scaling, RopeScaling::FreqFactors(freqs));
+        let from_gguf = Rope::new(HEAD_DIM, rope);
+        let from_hf = Rope::new(
+            HEAD_DIM,
+            &RopeConfig {
+                theta: 500_000.0,
+                scaling: RopeScaling::Llama3 {
+                    factor: 8.0,
+                    low_freq_factor: 1.0,
+                    high_freq_factor: 4.0,
+                    original_max_position: 64,
+                },
+            },
+        );
+        let positions: Vec<usize> = (0..256).step_by(17).collect();
+        let (a, _) = from_gguf.tables(&positions);
+        let (b, _) = from_hf.tables(&positions);
+        let plain = Rope::new(HEAD_DIM, &RopeConfig::plain(500_000.0)).tables(&positions).0;
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let moved = a.iter().zip(&plain).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(worst < 1e-4, "GGUF and transformers llama3 angles differ by {worst}");
+        assert!(moved > 0.1, "the scaling barely moves the angles ({moved})");
+    }
+
+    #[test]
+    fn linear_scaling_is_read_and_yarn_is_refused_by_key() {
+        let (_dir, path) = write(
+            "llama",
+            &[
+                ("llama.rope.scaling.type", Value::String("linear".into())),
+                ("llama.rope.scaling.factor", Value::F32(4.0)),
+            ],
+            &[],
+        );
+        let source = GgufSource::open(&path).expect("loads");
+        assert_eq!(source.config().rope.scaling, RopeScaling::Linear { factor: 4.0 });
+        let (_dir, path) = write(
+            "qwen2",
+            &[("qwen2.rope.scaling.type", Value::String("yarn".into()))],
+            &[],
+        );
+        assert_eq!(refused_field(&path), "qwen2.rope.scaling.type");
+    }
+
+    /// Mixtral ships as arch `llama` with experts: an unread key refuses it.
+    #[test]
+    fn an_unread_architecture_key_is_refused() {
+        let (_dir, path) = write("llama", &[("llama.expert_count", Value::U32(8))], &[]);
+        assert_eq!(refused_field(&path), "llama.expert_count");
+        let (_dir, path) = write("llama", &[("llama.rope.dimension_count", Value::U32(8))], &[]);
+        assert_eq!(refused_field(&path), "llama.rope.dimension_count");
+        let (_dir, path) = write("gemma2", &[], &[]);
+        assert_eq!(refused_field(&path), "general.architecture");
+    }
+
+    #[test]
+    fn qwen3_has_q_k_norm_and_unpermuted_rows() {
+        let (_dir, path) = write(
+            "qwen3",
+            &[("qwen3.attention.key_length", Value::U32(HEAD_DIM as u32))],
+            &[("blk.0.attn_q_norm.weight", vec![1.0; HEAD_DIM])],
+        );
+        let source = GgufSource::open(&path).expect("loads");
+        assert!(source.config().qk_norm);
+        assert!(!source.qk_interleaved);
+    }
+}
