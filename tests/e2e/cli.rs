@@ -208,3 +208,75 @@ fn cuda_without_the_feature_says_how_to_build_it() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// The binary on a model folder the user brings: each architecture fixture of
+/// `runtime/tests/fixtures/architectures` (Qwen3 with yarn, Llama 3.1 rotary, Qwen2 biases),
+/// its two PEFT adapters mixed, through `generate --model DIR`, against transformers + PEFT.
+#[test]
+fn generate_runs_a_brought_model_folder_with_a_mixture() {
+    let root = fixtures().join("architectures");
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("reference.json")).expect("fixtures"),
+    )
+    .expect("json");
+    for name in ["qwen3_yarn", "llama31_rope_llama3", "qwen2"] {
+        let model = manifest["models"]
+            .as_array()
+            .expect("models")
+            .iter()
+            .find(|m| m["name"] == name)
+            .expect("fixture model");
+        let mixture = model["cases"]
+            .as_array()
+            .expect("cases")
+            .iter()
+            .find(|c| c["name"] == "mixture")
+            .expect("mixture case");
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (from, to) in [
+            (
+                root.join(name).join("model.safetensors"),
+                "model.safetensors",
+            ),
+            (root.join(name).join("config.json"), "config.json"),
+            (root.join("tokenizer.json"), "tokenizer.json"),
+        ] {
+            std::fs::copy(from, dir.path().join(to)).expect("copy");
+        }
+        let max_tokens = manifest["n_greedy"].to_string();
+        let mut args: Vec<String> = [
+            "generate",
+            "--dtype",
+            "f32",
+            "--raw",
+            "--greedy",
+            "--ignore-eos",
+            "--json",
+            "--max-tokens",
+            &max_tokens,
+            "--model",
+            dir.path().to_str().expect("utf-8"),
+            "--prompt",
+            manifest["prompt"].as_str().expect("prompt"),
+        ]
+        .map(String::from)
+        .to_vec();
+        for a in mixture["adapters"].as_array().expect("adapters") {
+            let path = root.join(a["path"].as_str().expect("path"));
+            args.push("--adapter".into());
+            args.push(format!("{}={}", path.display(), a["weight"]));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = loramux(&refs);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        let mut expected = mixture.clone();
+        expected["name"] = format!("{name}/mixture").into();
+        expected["prompt_ids"] = manifest["prompt_ids"].clone();
+        assert_matches(&line, &expected);
+    }
+}

@@ -322,7 +322,10 @@ mod tests {
         )];
         for (name, values) in tensors {
             let t = Tensor::from_vec(values.clone(), values.len(), &Device::Cpu).unwrap();
-            qt.push((name.to_string(), QTensor::quantize(&t, GgmlDType::F32).unwrap()));
+            qt.push((
+                name.to_string(),
+                QTensor::quantize(&t, GgmlDType::F32).unwrap(),
+            ));
         }
         let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let qt_refs: Vec<(&str, &QTensor)> = qt.iter().map(|(k, t)| (k.as_str(), t)).collect();
@@ -362,7 +365,10 @@ mod tests {
     #[test]
     fn rope_freqs_give_the_llama3_frequencies() {
         let freqs = converter_rope_freqs(500_000.0, 8.0, 1.0, 4.0, 64.0);
-        assert!(freqs.iter().any(|&f| f != 1.0 && f != 8.0), "a blended frequency");
+        assert!(
+            freqs.iter().any(|&f| f != 1.0 && f != 8.0),
+            "a blended frequency"
+        );
         let (_dir, path) = write("llama", &[], &[("rope_freqs.weight", freqs.clone())]);
         let source = GgufSource::open(&path).expect("loads");
         let rope = &source.config().rope;
@@ -383,10 +389,23 @@ mod tests {
         let positions: Vec<usize> = (0..256).step_by(17).collect();
         let (a, _) = from_gguf.tables(&positions);
         let (b, _) = from_hf.tables(&positions);
-        let plain = Rope::new(HEAD_DIM, &RopeConfig::plain(500_000.0)).tables(&positions).0;
-        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-        let moved = a.iter().zip(&plain).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-        assert!(worst < 1e-4, "GGUF and transformers llama3 angles differ by {worst}");
+        let plain = Rope::new(HEAD_DIM, &RopeConfig::plain(500_000.0))
+            .tables(&positions)
+            .0;
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        let moved = a
+            .iter()
+            .zip(&plain)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst < 1e-4,
+            "GGUF and transformers llama3 angles differ by {worst}"
+        );
         assert!(moved > 0.1, "the scaling barely moves the angles ({moved})");
     }
 
@@ -401,7 +420,10 @@ mod tests {
             &[],
         );
         let source = GgufSource::open(&path).expect("loads");
-        assert_eq!(source.config().rope.scaling, RopeScaling::Linear { factor: 4.0 });
+        assert_eq!(
+            source.config().rope.scaling,
+            RopeScaling::Linear { factor: 4.0 }
+        );
         let (_dir, path) = write(
             "qwen2",
             &[("qwen2.rope.scaling.type", Value::String("yarn".into()))],
@@ -415,7 +437,11 @@ mod tests {
     fn an_unread_architecture_key_is_refused() {
         let (_dir, path) = write("llama", &[("llama.expert_count", Value::U32(8))], &[]);
         assert_eq!(refused_field(&path), "llama.expert_count");
-        let (_dir, path) = write("llama", &[("llama.rope.dimension_count", Value::U32(8))], &[]);
+        let (_dir, path) = write(
+            "llama",
+            &[("llama.rope.dimension_count", Value::U32(8))],
+            &[],
+        );
         assert_eq!(refused_field(&path), "llama.rope.dimension_count");
         let (_dir, path) = write("gemma2", &[], &[]);
         assert_eq!(refused_field(&path), "general.architecture");
