@@ -21,6 +21,14 @@ case in ARCHS it
    dropped) must move the logits by more than FEATURE_MIN, so a loader that ignored it
    could not pass the Rust tests.
 
+5. with `--llama-convert DIR` (llama.cpp's `convert_hf_to_gguf.py` with its `conversion/` and
+   `gguf-py/`, e.g. from the llama-cpp-python sdist's `vendor/llama.cpp`), converts each model
+   to `model.gguf` (f16) with llama.cpp's own converter, so the GGUF path (q/k row permutation,
+   `rope_freqs.weight`, metadata) is checked against the same references. The converter does
+   not know this fixture tokenizer's pre-tokenizer hash; it is told "gpt-2" (the byte-level
+   regex the tokenizer uses). `--convert-only` converts the committed fixtures without
+   remaking them.
+
 Prompts are tokenized by a small byte-level BPE trained here (`tokenizer.json`, shared by
 every case); prompts are long enough (~70 tokens + 24 generated) to pass the scaled
 rotary's original context (64 positions), where the scaling types differ from plain RoPE.
@@ -31,8 +39,9 @@ Run once by hand from the repository root; the outputs are committed:
     ~/.cache/loramux/fixture-venv/bin/pip install 'transformers>=5' peft torch safetensors tokenizers
     ~/.cache/loramux/fixture-venv/bin/pip install --target ~/.cache/loramux/tf4 \
         'transformers==4.57.*' 'huggingface_hub<1' 'tokenizers<0.23'
+    ~/.cache/loramux/fixture-venv/bin/pip install sentencepiece   # the converter imports it
     ~/.cache/loramux/fixture-venv/bin/python scripts/make_architecture_fixtures.py \
-        --transformers4 ~/.cache/loramux/tf4
+        --transformers4 ~/.cache/loramux/tf4 --llama-convert ~/.cache/loramux/llama-convert
 """
 
 import argparse
@@ -369,10 +378,54 @@ def make_model(args, name, model_type, overrides, rope, feature, seed, prompt_id
                     top_logits=r[1], greedy_ids=r[2]) for c, ad, r in cases],
     )
 
+CONVERT = """
+import runpy, sys
+root = sys.argv.pop(1)
+sys.path[:0] = [root, root + "/gguf-py"]
+import conversion.base as base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
+sys.argv[0] = root + "/convert_hf_to_gguf.py"
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def convert_to_gguf(converter, name):
+    """`model.gguf` by llama.cpp's converter, or the reason it could not convert."""
+    d = OUT / name
+    work = OUT / "_convert"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    for f in ("model.safetensors", "config.json"):
+        shutil.copy(d / f, work / f)
+    shutil.copy(OUT / "tokenizer.json", work / "tokenizer.json")
+    (work / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}))
+    done = subprocess.run(
+        [sys.executable, "-c", CONVERT, str(converter), str(work), "--outtype", "f16", "--outfile", str(d / "model.gguf")],
+        capture_output=True, text=True,
+    )
+    shutil.rmtree(work)
+    if done.returncode != 0:
+        (d / "model.gguf").unlink(missing_ok=True)
+        reason = done.stderr.strip().splitlines()[-1]
+        log(f"{name}: llama.cpp's converter failed: {reason}")
+        return reason
+    log(f"{name}: model.gguf by llama.cpp's converter, {(d / 'model.gguf').stat().st_size} bytes")
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--transformers4", type=Path, help="folder with transformers 4.x (pip install --target)")
+    ap.add_argument("--llama-convert", type=Path, help="folder with llama.cpp's convert_hf_to_gguf.py")
+    ap.add_argument("--convert-only", action="store_true", help="only convert the committed fixtures to GGUF")
     args = ap.parse_args()
+    if args.convert_only:
+        manifest = json.loads((OUT / "reference.json").read_text())
+        for entry in manifest["models"]:
+            entry["gguf_unconverted"] = convert_to_gguf(args.llama_convert, entry["name"])
+        (OUT / "reference.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        return
     log(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")
     assert transformers.__version__.startswith("5."), "the reference runs transformers 5"
     if OUT.exists():
@@ -395,6 +448,8 @@ def main():
                 break
         else:
             raise AssertionError(f"{name}: no draw in 20 had every token won by {MARGIN_MIN}")
+        if args.llama_convert:
+            entry["gguf_unconverted"] = convert_to_gguf(args.llama_convert, name)
         manifest["models"].append(entry)
     (OUT / "reference.json").write_text(json.dumps(manifest, indent=1) + "\n")
     log("wrote", OUT / "reference.json")

@@ -42,13 +42,14 @@ pub(crate) enum PreTokenizerKind {
 impl PreTokenizerKind {
     pub(crate) fn from_gguf_name(name: Option<&str>) -> Result<Self> {
         match name {
-            None | Some("gpt2") | Some("default") => Ok(Self::Gpt2),
+            // "gpt-2" is the name llama.cpp's converter writes for GPT-2's regex.
+            None | Some("gpt2" | "gpt-2" | "default") => Ok(Self::Gpt2),
             Some("smollm") => Ok(Self::SmolLm),
             Some("llama-bpe") | Some("llama3") | Some("llama-v3") => Ok(Self::Llama3),
             Some("qwen2") | Some("deepseek-r1-qwen") => Ok(Self::Qwen2),
             Some(other) => Err(RuntimeError::Tokenizer {
                 reason: format!(
-                    "unsupported tokenizer.ggml.pre {other:?} (supported: gpt2, default, smollm, \
+                    "unsupported tokenizer.ggml.pre {other:?} (supported: gpt2, gpt-2, default, smollm, \
                      llama-bpe, llama3, qwen2); put the model's tokenizer.json next to it"
                 ),
             }),

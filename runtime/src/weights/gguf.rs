@@ -267,6 +267,9 @@ fn rope_scaling(
     } else {
         None
     };
+    if kind.as_deref() == Some("yarn") {
+        return gguf_yarn(f, arch, factor, freqs.is_some());
+    }
     match (kind.as_deref(), factor, freqs) {
         (None | Some("none"), _, None) => Ok(RopeScaling::None),
         // llama.cpp writes Llama 3.1 scaling as per-frequency factors (type none or absent).
@@ -278,10 +281,67 @@ fn rope_scaling(
         (Some(other), _, _) => Err(f.refuse(
             &type_key,
             format!("{other:?}"),
-            "loramux implements GGUF rope scaling none, linear and rope_freqs; use the \
-             safetensors checkpoint for yarn",
+            "loramux implements GGUF rope scaling none, linear, yarn and rope_freqs",
         )),
     }
+}
+
+/// llama.cpp's yarn: the correction range from `original_context_length` and the betas
+/// (truncated to whole dimensions), and cos/sin scaled by `1 + 0.1 ln(factor)`: transformers'
+/// yarn with `truncate` and no explicit attention factor. The keys that would make llama.cpp
+/// compute otherwise (`attn_factor`, `yarn_ext_factor`, `yarn_attn_factor`,
+/// `yarn_log_multiplier`) are not read, so the rule refuses them.
+fn gguf_yarn(
+    f: &mut ConfigFields<Value>,
+    arch: &str,
+    factor: Option<f32>,
+    has_freqs: bool,
+) -> Result<RopeScaling> {
+    let key = |k: &str| format!("{arch}.rope.scaling.{k}");
+    if has_freqs {
+        return Err(f.refuse(
+            "rope_freqs.weight",
+            "present",
+            "rope_freqs together with yarn",
+        ));
+    }
+    let Some(factor) = factor.map(f64::from) else {
+        return Err(f.refuse(&key("factor"), "missing", "yarn needs a factor"));
+    };
+    let mut number = |k: &str| -> Result<Option<f64>> {
+        let k = key(k);
+        match f.take(&k) {
+            None => Ok(None),
+            Some(v) => v
+                .to_u32()
+                .map(f64::from)
+                .or_else(|_| v.to_u64().map(|x| x as f64))
+                .or_else(|_| v.to_f32().map(f64::from))
+                .map(Some)
+                .map_err(|_| f.refuse(&k, v.show(), "expected a number")),
+        }
+    };
+    let Some(original) = number("original_context_length")? else {
+        return Err(f.refuse(
+            &key("original_context_length"),
+            "missing",
+            "yarn needs the original context",
+        ));
+    };
+    let beta_fast = number("yarn_beta_fast")?.unwrap_or(32.0);
+    let beta_slow = number("yarn_beta_slow")?.unwrap_or(1.0);
+    Ok(RopeScaling::Yarn {
+        factor,
+        original_max_position: original as usize,
+        beta_fast,
+        beta_slow,
+        attention_factor: if factor <= 1.0 {
+            1.0
+        } else {
+            0.1 * factor.ln() + 1.0
+        },
+        truncate: true,
+    })
 }
 
 #[cfg(test)]
@@ -410,7 +470,7 @@ mod tests {
     }
 
     #[test]
-    fn linear_scaling_is_read_and_yarn_is_refused_by_key() {
+    fn scaling_types_are_read_or_refused_by_key() {
         let (_dir, path) = write(
             "llama",
             &[
@@ -426,10 +486,23 @@ mod tests {
         );
         let (_dir, path) = write(
             "qwen2",
-            &[("qwen2.rope.scaling.type", Value::String("yarn".into()))],
+            &[("qwen2.rope.scaling.type", Value::String("su".into()))],
             &[],
         );
         assert_eq!(refused_field(&path), "qwen2.rope.scaling.type");
+        // yarn is read (its numerics are checked on the converted fixtures), but a key that
+        // would make llama.cpp scale otherwise is refused.
+        let (_dir, path) = write(
+            "qwen2",
+            &[
+                ("qwen2.rope.scaling.type", Value::String("yarn".into())),
+                ("qwen2.rope.scaling.factor", Value::F32(4.0)),
+                ("qwen2.rope.scaling.original_context_length", Value::U32(64)),
+                ("qwen2.rope.scaling.attn_factor", Value::F32(0.8)),
+            ],
+            &[],
+        );
+        assert_eq!(refused_field(&path), "qwen2.rope.scaling.attn_factor");
     }
 
     /// Mixtral ships as arch `llama` with experts: an unread key refuses it.

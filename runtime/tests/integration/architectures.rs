@@ -11,6 +11,8 @@
 //! continuations, one case at a time and all cases of a model in one batch, on the host
 //! backend and on the device backend (on the CPU).
 //!
+//! The models llama.cpp's converter handles are also checked as the GGUF files it wrote.
+//!
 //! The script checked that each model's feature moves the logits by more than 0.05 when
 //! turned off; `turning_the_rotary_feature_off_breaks_the_match` shows it from this side.
 
@@ -36,6 +38,8 @@ struct Model {
     name: String,
     feature: String,
     rope_parameters: serde_json::Value,
+    /// Why llama.cpp's converter made no `model.gguf`, or `None` when it did.
+    gguf_unconverted: Option<String>,
     cases: Vec<Case>,
 }
 
@@ -162,24 +166,27 @@ fn check(what: &str, case: &Case, out: &GenerationOutput) {
     );
 }
 
-/// Runs every case of every model alone and all of a model's cases in one batch.
+/// Runs every case of a model alone and all of its cases in one batch.
+fn check_model(what: &str, base: &BaseModel, m: &Manifest, model: &Model) {
+    let s = setup(base, m, model);
+    for (case, request) in model.cases.iter().zip(&s.requests) {
+        let out = generate(base, &s, std::slice::from_ref(request));
+        check(what, case, &out[0]);
+    }
+    let batch = generate(base, &s, &s.requests);
+    for (case, out) in model.cases.iter().zip(&batch) {
+        check(&format!("{what}, in one batch"), case, out);
+    }
+}
+
 fn check_all(backend: &ModelBackend, layouts: &[(&str, &str)]) {
     let m = manifest();
     assert!(m.models.len() >= 11, "fixtures cover every architecture");
     for model in &m.models {
         for (layout, file) in layouts {
-            let what = format!("{} ({layout})", model.name);
             let dir = model_dir(&model.name, &fixture_config(&model.name, file));
             let base = load(dir.path(), backend);
-            let s = setup(&base, &m, model);
-            for (case, request) in model.cases.iter().zip(&s.requests) {
-                let out = generate(&base, &s, std::slice::from_ref(request));
-                check(&what, case, &out[0]);
-            }
-            let batch = generate(&base, &s, &s.requests);
-            for (case, out) in model.cases.iter().zip(&batch) {
-                check(&format!("{what}, in one batch"), case, out);
-            }
+            check_model(&format!("{} ({layout})", model.name), &base, &m, model);
         }
     }
 }
@@ -194,6 +201,28 @@ fn the_device_backend_matches_transformers_on_every_architecture() {
     check_all(
         &ModelBackend::Device(candle_core::Device::Cpu),
         &LAYOUTS[..1],
+    );
+}
+
+/// The same models converted by llama.cpp's own `convert_hf_to_gguf.py`: q/k rows permuted
+/// for interleaved rotary (undone at load), Llama 3.1 scaling as `rope_freqs.weight`, yarn and
+/// linear scaling as `rope.scaling.*` metadata, the tokenizer from the GGUF vocabulary.
+#[test]
+fn models_converted_by_llama_cpp_match_transformers() {
+    let m = manifest();
+    let mut converted = 0;
+    for model in &m.models {
+        if model.gguf_unconverted.is_some() {
+            continue;
+        }
+        let path = root().join(&model.name).join("model.gguf");
+        let base = load(&path, &ModelBackend::Host);
+        check_model(&format!("{} (GGUF)", model.name), &base, &m, model);
+        converted += 1;
+    }
+    assert!(
+        converted >= 9,
+        "only {converted} models were converted to GGUF"
     );
 }
 
