@@ -1,6 +1,6 @@
 //! A projection's base weight `[d_out, d_in]`, kept in the form that multiplies it fastest.
 //!
-//! - Q4_0 / Q4_1 / Q8_0 weights on a CPU with AVX-512 VNNI: the packed integer kernels
+//! - Q4_0 / Q4_1 / Q8_0 weights on a CPU with AVX-512 VNNI or AVX2 + FMA: the packed integer kernels
 //!   (`super::packed`), for any number of rows. They read the file's own 4- or 8-bit values,
 //!   so no dense copy is kept.
 //! - Otherwise candle's `QMatMul`. Its quantized CPU matmul re-reads every weight block per

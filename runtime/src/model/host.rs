@@ -3,7 +3,7 @@
 //! `loramux_kernels::lora_mix` on host slices.
 //!
 //! It stays beside the device backend (`device/`) for two reasons: on a CPU it is the faster
-//! path (the packed VNNI integer kernels on the file's own 4/8-bit weights, else candle's
+//! path (the packed VNNI / AVX2 integer kernels on the file's own 4/8-bit weights, else candle's
 //! Q8_0 dot products and dense f32 copies for many-row GEMMs; no tensor bookkeeping per op),
 //! and it is the numerics reference the device backend is tested against (and that is itself
 //! tested against transformers + PEFT).
@@ -131,13 +131,14 @@ fn matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeight> {
     candle_matmul(t, dtype, dense)
 }
 
-/// The packed integer kernel for `--dtype native`, unless this CPU lacks it or
+/// The packed integer kernel for `--dtype native` (VNNI or AVX2, chosen at run time), unless
+/// this CPU has neither or
 /// `LORAMUX_BASE_MATMUL=candle` asks for candle's kernels (to compare the two).
 fn packed_kernel() -> Option<Kernel> {
     if std::env::var("LORAMUX_BASE_MATMUL").is_ok_and(|v| v == "candle") {
         return None;
     }
-    Kernel::vnni()
+    Kernel::best()
 }
 
 fn candle_matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeight> {

@@ -208,10 +208,13 @@ fn quantized_weights_keep_the_top1_token() {
     // (mode, noise: how far below the reference best our pick may score, exact top-1 needed)
     // Both run the file's Q4_1 weights as they are, so only the 8-bit rounding of the
     // activations differs from the reference: Stored through candle's kernels, Native through
-    // the packed VNNI kernels where the CPU has them (else candle's Q8_0 kernels on weights
+    // the packed VNNI or AVX2 kernels where the CPU has them (else candle's Q8_0 kernels on weights
     // re-rounded to 8 bits, which moves logits further: up to ~0.9 on these fixtures).
     let n = fx.cases.len();
-    let packed = std::arch::is_x86_feature_detected!("avx512vnni");
+    // The packed kernels run where the CPU has AVX-512 VNNI or AVX2 + FMA.
+    let packed = std::arch::is_x86_feature_detected!("avx512vnni")
+        || (std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"));
     // The error on the top logits is 0.02-0.45 either way; which side of the fixtures' three
     // near-ties (reference top-1/top-2 gaps 0.006, 0.026 and 0.10) a run lands on is down to
     // summation order, so exact top-1 is required everywhere else.

@@ -1,4 +1,5 @@
-//! Quantized base weights re-laid out for integer dot-product instructions (AVX-512 VNNI).
+//! Quantized base weights re-laid out for integer dot-product instructions (AVX-512 VNNI,
+//! or AVX2's `vpmaddubsw`), the tier chosen at run time by the CPU's features.
 //!
 //! candle's quantized CPU matmul re-reads every weight block once per input row and has no
 //! SIMD dot product for Q4_1, the default model's format, so loramux used to re-round Q4_1 to
@@ -17,6 +18,8 @@
 
 mod activation;
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod layout;
 mod portable;
@@ -28,8 +31,8 @@ pub use layout::PackedWeight;
 
 use rayon::prelude::*;
 
-/// Which implementation multiplies. The VNNI kernel can only be had from [`Kernel::vnni`],
-/// which checks the CPU, so holding one proves the instructions exist.
+/// Which implementation multiplies. A SIMD kernel can only be had from the constructor that
+/// checks the CPU for it, so holding one proves the instructions exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kernel(KernelKind);
 
@@ -37,12 +40,42 @@ pub struct Kernel(KernelKind);
 enum KernelKind {
     /// AVX-512 VNNI (x86-64 with avx512f, avx512bw, avx512vnni).
     Vnni,
-    /// Plain Rust: the twin the VNNI kernel is tested against.
+    /// AVX2 with FMA.
+    Avx2,
+    /// Plain Rust: the twin the SIMD kernels are tested against.
     #[cfg_attr(not(test), allow(dead_code))]
     Portable,
 }
 
 impl Kernel {
+    /// The fastest kernel this CPU runs: VNNI, else AVX2; `None` where neither exists (the
+    /// portable kernel is a test twin, slower than candle's own kernels).
+    pub fn best() -> Option<Self> {
+        Self::vnni().or_else(Self::avx2)
+    }
+
+    /// Its name in benchmark output and logs.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            KernelKind::Vnni => "avx512-vnni",
+            KernelKind::Avx2 => "avx2",
+            KernelKind::Portable => "portable",
+        }
+    }
+
+    /// The AVX2 kernel, when this CPU has AVX2 and FMA.
+    pub fn avx2() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Some(Self(KernelKind::Avx2));
+            }
+        }
+        None
+    }
+
     /// The VNNI kernel, when this CPU has it.
     pub fn vnni() -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
@@ -133,8 +166,11 @@ impl PackedWeight {
                 // SAFETY: a `Vnni` kernel exists only where `Kernel::vnni` found the features.
                 #[cfg(target_arch = "x86_64")]
                 KernelKind::Vnni => avx512::tile(self, g, q, r0, tile, out),
+                // SAFETY: an `Avx2` kernel exists only where `Kernel::avx2` found the features.
+                #[cfg(target_arch = "x86_64")]
+                KernelKind::Avx2 => avx2::tile(self, g, q, r0, tile, out),
                 #[cfg(not(target_arch = "x86_64"))]
-                KernelKind::Vnni => portable::tile(self, g, q, r0, tile, out),
+                KernelKind::Vnni | KernelKind::Avx2 => portable::tile(self, g, q, r0, tile, out),
                 KernelKind::Portable => portable::tile(self, g, q, r0, tile, out),
             }
         }
