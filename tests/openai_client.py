@@ -2,7 +2,8 @@
 
 Run by scripts/openai-e2e.sh, which starts the real binary on a free loopback port with a
 fresh registry (which gets the adapter zoo on this first start). Checks: models list, the
-zoo registered and routed to, chat, streaming chat (same greedy text), adapter registration
+zoo registered and routed to, chat, streaming chat (same greedy text), streamed usage,
+content parts, refusal of unimplemented fields (`n`, `logprobs`), adapter registration
 over HTTP, automatic routing to the registered adapter, and a clean 404 for an
 unknown model. Exits non-zero on the first failed check.
 """
@@ -45,6 +46,29 @@ for chunk in client.chat.completions.create(model="base", messages=ask, max_toke
     if chunk.choices and chunk.choices[0].delta.content:
         pieces.append(chunk.choices[0].delta.content)
 check("".join(pieces) == text, "streamed text equals the non-streamed text")
+
+# stream_options.include_usage: one last chunk with no choices and the same usage.
+usage_chunks = [c for c in client.chat.completions.create(
+    model="base", messages=ask, max_tokens=16, temperature=0, stream=True,
+    stream_options={"include_usage": True}) if c.usage is not None]
+check(len(usage_chunks) == 1 and usage_chunks[0].choices == []
+      and usage_chunks[0].usage.total_tokens == chat.usage.total_tokens,
+      f"stream_options.include_usage adds the usage chunk: {usage_chunks}")
+
+# Content as an array of text parts (what newer clients send) is the same prompt.
+parts = [{"role": "user", "content": [{"type": "text", "text": "What is the capital of France?"}]}]
+as_parts = client.chat.completions.create(model="base", messages=parts, max_tokens=16, temperature=0)
+check(as_parts.choices[0].message.content == text, "content parts give the same answer as the string")
+
+# A field loramux does not implement is refused by name, not ignored.
+for kwargs, field in [({"n": 3}, "n"), ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
+                      ({"response_format": {"type": "json_object"}}, "response_format")]:
+    try:
+        client.chat.completions.create(model="base", messages=ask, max_tokens=4, **kwargs)
+        check(False, f"{field} is refused")
+    except openai.BadRequestError as e:
+        check(e.body.get("code") == "unsupported_parameter" and field in e.body.get("message", ""),
+              f"{field} is refused as unsupported_parameter: {e.body}")
 
 body = json.dumps({
     "id": "cooking",

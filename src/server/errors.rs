@@ -10,6 +10,9 @@ use serde::Serialize;
 pub enum ApiError {
     #[error("{0}")]
     InvalidRequest(String),
+    /// An OpenAI field loramux does not implement, with a value that would change the answer.
+    #[error("unsupported parameter `{field}`: {reason}")]
+    UnsupportedParameter { field: String, reason: String },
     #[error("unknown model or adapter {:?}", clip(.0))]
     UnknownModel(String),
     #[error("{0}")]
@@ -68,6 +71,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
+            Self::UnsupportedParameter { .. } => "unsupported_parameter",
             Self::UnknownModel(_) => "model_not_found",
             Self::Conflict(_) => "conflict",
             Self::TooLarge(_) => "request_too_large",
@@ -83,7 +87,7 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest(_) | Self::UnsupportedParameter { .. } => StatusCode::BAD_REQUEST,
             Self::UnknownModel(_) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

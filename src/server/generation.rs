@@ -37,6 +37,8 @@ pub struct Prepared {
     max_tokens: usize,
     stop: Vec<String>,
     stream: bool,
+    /// `stream_options.include_usage`: a last chunk with the usage and no choices.
+    include_usage: bool,
 }
 
 pub fn validate(
@@ -54,6 +56,16 @@ pub fn validate(
             limits.max_prompt_tokens
         )));
     }
+    super::unsupported::check(&params.other)?;
+    let include_usage = match (&params.stream_options, params.stream) {
+        (Some(_), false) => {
+            return Err(ApiError::InvalidRequest(
+                "`stream_options` is only allowed with `stream: true`".into(),
+            ))
+        }
+        (Some(o), true) => o.include_usage,
+        (None, _) => false,
+    };
     let max_tokens = params
         .max_completion_tokens
         .or(params.max_tokens)
@@ -108,6 +120,7 @@ pub fn validate(
         max_tokens,
         stop: params.stop.map(|s| s.into_vec()).unwrap_or_default(),
         stream: params.stream,
+        include_usage,
     })
 }
 
@@ -460,6 +473,7 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
     }
     let kind = p.kind;
     let model = p.model;
+    let include_usage = p.include_usage;
     let first = chunk(
         kind,
         &id,
@@ -481,7 +495,11 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
             let mut run = run?;
             let out = match run.next(&state).await {
                 Step::Text(t) => chunk(kind, &id, created, &model, Some(&t), None, None),
-                Step::Done { text, reason, .. } => {
+                Step::Done {
+                    text,
+                    reason,
+                    usage,
+                } => {
                     let routing = run.final_routing(&state);
                     let mut all = Vec::new();
                     if !text.is_empty() {
@@ -504,6 +522,9 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
                         Some(reason),
                         Some(&routing),
                     ));
+                    if include_usage {
+                        all.extend_from_slice(&usage_chunk(kind, &id, created, &model, &usage));
+                    }
                     all.extend_from_slice(b"data: [DONE]\n\n");
                     return Some((Ok(Bytes::from(all)), (None, None, state, id, model)));
                 }
@@ -555,6 +576,18 @@ fn chunk(
     if let Some(r) = routing {
         v["routing"] = json!(r);
     }
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// The chunk `stream_options.include_usage` asks for: the usage, and no choices.
+fn usage_chunk(kind: Kind, id: &str, created: u64, model: &str, usage: &Usage) -> Bytes {
+    let object = if kind == Kind::Chat {
+        "chat.completion.chunk"
+    } else {
+        "text_completion"
+    };
+    let v = json!({"id": id, "object": object, "created": created, "model": model,
+        "choices": [], "usage": usage});
     Bytes::from(format!("data: {v}\n\n"))
 }
 

@@ -8,6 +8,7 @@ mod generation;
 mod metrics;
 mod openai;
 mod registry_catalog;
+mod unsupported;
 mod upload;
 
 pub use catalog::{AdapterCatalog, CatalogEntry, CatalogError, DirCatalog, Registration};
@@ -126,9 +127,10 @@ async fn chat(
             )));
         }
         let messages: Vec<ChatMessage> = messages
-            .into_iter()
-            .map(|m| ChatMessage::new(m.role, m.content))
-            .collect();
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Ok(ChatMessage::new(m.role.clone(), m.text(i)?)))
+            .collect::<Result<_, ApiError>>()?;
         // Retrieval looks at what the user asked last.
         let routing_text = messages
             .iter()
@@ -222,12 +224,10 @@ async fn route(
     } = body.into_inner();
     let text = match (prompt, messages) {
         (Some(p), _) => p,
-        (None, Some(m)) => m
-            .into_iter()
-            .rev()
-            .find(|m| m.role == "user")
-            .map(|m| m.content)
-            .unwrap_or_default(),
+        (None, Some(m)) => match m.iter().enumerate().rev().find(|(_, m)| m.role == "user") {
+            Some((i, m)) => m.text(i)?,
+            None => String::new(),
+        },
         (None, None) => {
             return Err(ApiError::InvalidRequest(
                 "give `prompt` or `messages`".into(),

@@ -6,7 +6,72 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Deserialize)]
 pub struct ChatMessageIn {
     pub role: String,
-    pub content: String,
+    /// A string, an array of content parts, or null (an assistant turn that only called
+    /// tools).
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+/// One part of an array `content`: `{"type": "text", "text": ...}`; other types (images,
+/// audio, files) are kept as their type name so the request can be refused by it.
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+impl ChatMessageIn {
+    /// The message's text. Text parts are joined by newlines (as vLLM does); a part of any
+    /// other type is refused by name, and so is a null content outside an assistant turn.
+    pub fn text(&self, index: usize) -> Result<String, super::errors::ApiError> {
+        use super::errors::{clip, ApiError};
+        match &self.content {
+            Some(MessageContent::Text(t)) => Ok(t.clone()),
+            None if self.role == "assistant" => Ok(String::new()),
+            None => Err(ApiError::InvalidRequest(format!(
+                "messages[{index}].content is null; only an assistant turn may omit it"
+            ))),
+            Some(MessageContent::Parts(parts)) => {
+                let mut texts = Vec::with_capacity(parts.len());
+                for (j, part) in parts.iter().enumerate() {
+                    match (part.kind.as_str(), &part.text) {
+                        ("text", Some(t)) => texts.push(t.as_str()),
+                        ("text", None) => {
+                            return Err(ApiError::InvalidRequest(format!(
+                                "messages[{index}].content[{j}] has no `text`"
+                            )))
+                        }
+                        (other, _) => {
+                            return Err(ApiError::UnsupportedParameter {
+                                field: format!("messages[{index}].content[{j}].type"),
+                                reason: format!(
+                                    "content parts of type {:?} are not implemented (text only)",
+                                    clip(other)
+                                ),
+                            })
+                        }
+                    }
+                }
+                Ok(texts.join("\n"))
+            }
+        }
+    }
+}
+
+/// `stream_options` of a streamed request.
+#[derive(Debug, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,9 +115,13 @@ pub struct CommonParams {
     #[serde(default)]
     pub stream: bool,
     pub adapters: Option<Vec<AdapterChoice>>,
+    pub stream_options: Option<StreamOptions>,
     /// Extensions: top-k and repetition penalty.
     pub top_k: Option<usize>,
     pub repetition_penalty: Option<f32>,
+    /// Every other field the client sent: checked by `unsupported::check`, never dropped.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 fn auto() -> String {

@@ -1006,3 +1006,197 @@ async fn finish_reason_is_the_engines_own_streamed_or_not() {
     let (text, reason) = streamed_completion!(&app, stopped.clone());
     assert_eq!((text.as_str(), reason.as_str()), (cut, "stop"));
 }
+
+/// OpenAI fields loramux does not implement are refused by name unless they carry the value
+/// that means "off"; before this, `n: 5`, `logprobs: true`, `tools` with `tool_choice:
+/// "required"` and `response_format` were answered with 200 as if absent.
+#[actix_web::test]
+async fn unimplemented_openai_fields_are_refused_by_name() {
+    let state = state(64);
+    let app = test::init_service(App::new().configure(configure(state.clone()))).await;
+    let chat = json!({"model": "base", "max_tokens": 2, "temperature": 0,
+        "messages": [{"role": "user", "content": "Hello"}]});
+    let with = |field: &str, value: Value| {
+        let mut b = chat.clone();
+        b[field] = value;
+        b
+    };
+    let defaults = [
+        ("n", json!(1)),
+        ("logprobs", json!(false)),
+        ("tools", json!([])),
+        ("tool_choice", json!("none")),
+        ("response_format", json!({"type": "text"})),
+        ("presence_penalty", json!(0)),
+        ("user", json!("someone")),
+    ];
+    for (field, value) in defaults {
+        let resp = test::call_service(
+            &app,
+            test::TestRequest::post()
+                .uri("/v1/chat/completions")
+                .set_json(with(field, value))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{field} at its default");
+    }
+    let refused = [
+        ("n", json!(5)),
+        ("logprobs", json!(true)),
+        ("top_logprobs", json!(2)),
+        (
+            "tools",
+            json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+        ),
+        ("tool_choice", json!("required")),
+        ("response_format", json!({"type": "json_object"})),
+        ("frequency_penalty", json!(1.0)),
+        ("no_such_field", json!(1)),
+    ];
+    for (field, value) in refused {
+        let resp = test::call_service(
+            &app,
+            test::TestRequest::post()
+                .uri("/v1/chat/completions")
+                .set_json(with(field, value.clone()))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(resp.status(), 400, "{field} = {value}");
+        let body: Value = test::read_body_json(resp).await;
+        assert_eq!(body["error"]["code"], "unsupported_parameter", "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(field),
+            "{body}"
+        );
+    }
+    // Text completions too (lm-evaluation-harness asks for `echo` + `logprobs`).
+    let resp = test::call_service(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/completions")
+            .set_json(json!({"model": "base", "prompt": "Hi", "echo": true, "logprobs": 1}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+}
+
+/// Content as an array of text parts is the same prompt as the joined string; a non-text
+/// part is refused by its position; `content: null` is an (empty) assistant turn only.
+#[actix_web::test]
+async fn content_parts_and_null_content() {
+    let state = state(64);
+    let app = test::init_service(App::new().configure(configure(state.clone()))).await;
+    let ask = |messages: Value| json!({"model": "base", "max_tokens": 6, "temperature": 0, "messages": messages});
+    let post = |body: Value| {
+        test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .set_json(body)
+            .to_request()
+    };
+    let as_string: Value = test::call_and_read_body_json(
+        &app,
+        post(ask(
+            json!([{"role": "user", "content": "Name a color.\nJust one."}]),
+        )),
+    )
+    .await;
+    let as_parts: Value = test::call_and_read_body_json(
+        &app,
+        post(ask(json!([{"role": "user", "content": [
+            {"type": "text", "text": "Name a color."},
+            {"type": "text", "text": "Just one."}
+        ]}]))),
+    )
+    .await;
+    assert_eq!(as_parts["usage"], as_string["usage"], "{as_parts}");
+    assert_eq!(
+        as_parts["choices"][0]["message"]["content"],
+        as_string["choices"][0]["message"]["content"]
+    );
+    let image = test::call_service(
+        &app,
+        post(ask(json!([{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+        ]}]))),
+    )
+    .await;
+    assert_eq!(image.status(), 400);
+    let body: Value = test::read_body_json(image).await;
+    assert_eq!(body["error"]["code"], "unsupported_parameter");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages[0].content[1].type"),
+        "{body}"
+    );
+    let assistant_null = test::call_service(
+        &app,
+        post(ask(json!([
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": null},
+            {"role": "user", "content": "Again"}
+        ]))),
+    )
+    .await;
+    assert_eq!(assistant_null.status(), 200);
+    let user_null =
+        test::call_service(&app, post(ask(json!([{"role": "user", "content": null}])))).await;
+    assert_eq!(user_null.status(), 400);
+}
+
+/// `stream_options.include_usage` adds one last chunk with no choices and the same usage the
+/// plain response reports; without it no chunk carries usage; without `stream` it is refused.
+#[actix_web::test]
+async fn streamed_usage_on_request() {
+    let state = state(64);
+    let app = test::init_service(App::new().configure(configure(state.clone()))).await;
+    let body = json!({"model": "base", "max_tokens": 5, "temperature": 0,
+        "messages": [{"role": "user", "content": "Count to ten."}]});
+    let plain: Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .set_json(&body)
+            .to_request(),
+    )
+    .await;
+    for include in [true, false] {
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        streamed["stream_options"] = json!({"include_usage": include});
+        let raw = test::call_and_read_body(
+            &app,
+            test::TestRequest::post()
+                .uri("/v1/chat/completions")
+                .set_json(&streamed)
+                .to_request(),
+        )
+        .await;
+        let chunks = sse_chunks(&raw);
+        let with_usage: Vec<&Value> = chunks.iter().filter(|c| !c["usage"].is_null()).collect();
+        if include {
+            assert_eq!(with_usage.len(), 1, "{chunks:?}");
+            let last = chunks.last().unwrap();
+            assert_eq!(last["choices"], json!([]));
+            assert_eq!(last["usage"], plain["usage"]);
+        } else {
+            assert!(with_usage.is_empty(), "{chunks:?}");
+        }
+    }
+    let mut not_streamed = body.clone();
+    not_streamed["stream_options"] = json!({"include_usage": true});
+    let resp = test::call_service(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .set_json(&not_streamed)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+}

@@ -40,6 +40,12 @@ impl HostModel {
             .dequantize(&Device::Cpu)?
             .flatten_all()?
             .to_vec1::<f32>()?;
+        match (dtype, packed_kernel()) {
+            (WeightDtype::Native, Some(k)) => {
+                tracing::info!("base weights: packed integer kernels, {} tier", k.name())
+            }
+            _ => tracing::info!("base weights: candle's kernels ({dtype:?})"),
+        }
         // Dense f32 copies for many-row matmuls, when the whole model fits in DENSE_BUDGET.
         let dense = dtype == WeightDtype::Native && cfg.f32_bytes() <= DENSE_BUDGET;
         let group = |l: usize, g: GroupWeights| -> Result<ProjectionGroup> {
