@@ -16,6 +16,7 @@
 //! The script checked that each model's feature moves the logits by more than 0.05 when
 //! turned off; `turning_the_rotary_feature_off_breaks_the_match` shows it from this side.
 
+use crate::reference::{assert_matches_transformers, LOGIT_TOL};
 use loramux_runtime::bank::{AdapterBank, AdapterLease, BankConfig};
 use loramux_runtime::generate::{generate_batch, GenerationOutput, GenerationRequest};
 use loramux_runtime::model::ModelBackend;
@@ -56,8 +57,6 @@ struct AdapterRef {
     path: String,
     weight: f32,
 }
-
-const LOGIT_TOL: f32 = 1e-3;
 
 /// The two `config.json` layouts every fixture model is saved in.
 const LAYOUTS: [(&str, &str); 2] = [
@@ -149,21 +148,8 @@ fn generate(base: &BaseModel, s: &Setup, requests: &[GenerationRequest]) -> Vec<
 }
 
 fn check(what: &str, case: &Case, out: &GenerationOutput) {
-    let ours: Vec<u32> = out.top_logits.iter().map(|(id, _)| *id).collect();
-    let theirs: Vec<u32> = case.top_logits.iter().map(|(id, _)| *id).collect();
-    assert_eq!(ours, theirs, "{what}/{}: top-10 ids", case.name);
-    for ((id, a), (_, b)) in out.top_logits.iter().zip(&case.top_logits) {
-        assert!(
-            (a - b).abs() <= LOGIT_TOL,
-            "{what}/{}: logit of token {id}: ours {a}, transformers {b}",
-            case.name
-        );
-    }
-    assert_eq!(
-        out.output_ids, case.greedy_ids,
-        "{what}/{}: greedy continuation",
-        case.name
-    );
+    let what = format!("{what}/{}", case.name);
+    assert_matches_transformers(&what, &case.top_logits, &case.greedy_ids, out);
 }
 
 /// Runs every case of a model alone and all of its cases in one batch.

@@ -47,7 +47,7 @@ struct Batch {
     cases: Vec<String>,
 }
 
-const LOGIT_TOL: f32 = 1e-3;
+pub(crate) const LOGIT_TOL: f32 = 1e-3;
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -138,22 +138,28 @@ impl Setup {
     }
 }
 
-fn check_f32(case: &Case, out: &GenerationOutput) {
+/// Identical top-10 ids, logits within `LOGIT_TOL`, identical greedy continuation: the f32
+/// tolerances every transformers fixture is held to (also by `architectures.rs`).
+pub(crate) fn assert_matches_transformers(
+    what: &str,
+    top_logits: &[(u32, f32)],
+    greedy_ids: &[u32],
+    out: &GenerationOutput,
+) {
     let ours: Vec<u32> = out.top_logits.iter().map(|(id, _)| *id).collect();
-    let theirs: Vec<u32> = case.top_logits.iter().map(|(id, _)| *id).collect();
-    assert_eq!(ours, theirs, "{}: top-10 ids", case.name);
-    for ((id, a), (_, b)) in out.top_logits.iter().zip(&case.top_logits) {
+    let theirs: Vec<u32> = top_logits.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ours, theirs, "{what}: top-10 ids");
+    for ((id, a), (_, b)) in out.top_logits.iter().zip(top_logits) {
         assert!(
             (a - b).abs() <= LOGIT_TOL,
-            "{}: logit of token {id}: ours {a}, transformers {b}",
-            case.name
+            "{what}: logit of token {id}: ours {a}, transformers {b}"
         );
     }
-    assert_eq!(
-        out.output_ids, case.greedy_ids,
-        "{}: greedy continuation",
-        case.name
-    );
+    assert_eq!(out.output_ids, greedy_ids, "{what}: greedy continuation");
+}
+
+fn check_f32(case: &Case, out: &GenerationOutput) {
+    assert_matches_transformers(&case.name, &case.top_logits, &case.greedy_ids, out);
 }
 
 #[test]
