@@ -160,6 +160,19 @@ impl Worker {
             fail(&request, EngineFailure::request(e.to_string()));
             return Admission::Refused;
         }
+        // Checked before any slot is taken: such a request could never start, and waiting or
+        // answering "every slot is pinned" would send the client back to retry forever.
+        if request.adapters.len() > self.bank.capacity() {
+            fail(
+                &request,
+                EngineFailure::request(format!(
+                    "a mixture of {} adapters needs as many bank slots; this server has {}",
+                    request.adapters.len(),
+                    self.bank.capacity()
+                )),
+            );
+            return Admission::Refused;
+        }
         let mut leases = Vec::with_capacity(request.adapters.len());
         let mut candidates = Vec::with_capacity(request.adapters.len());
         let mut scored = Vec::with_capacity(request.adapters.len());

@@ -554,3 +554,41 @@ fn submit_greedy(
         .expect("queued");
     rx
 }
+
+/// A mixture with more adapters than the bank has slots can never start: it is refused as
+/// the client's fault, naming both numbers, even with nothing else running (it used to be
+/// told that every slot was pinned by running sequences, and to retry).
+#[test]
+fn a_mixture_larger_than_the_bank_is_refused_up_front() {
+    let base = base();
+    let cfg = base.model.config().clone();
+    let handle = engine::spawn(
+        base.clone(),
+        AdapterBank::new(
+            &cfg,
+            BankConfig {
+                slots: 1,
+                r_max: 16,
+            },
+        )
+        .expect("bank"),
+        EngineConfig::default(),
+    );
+    let prompt = base.tokenizer.encode("Hello", false).expect("ids");
+    let two = [
+        (fixture_adapter(&base, "r8_qv"), 0.5),
+        (fixture_adapter(&base, "r2_all7"), 0.5),
+    ];
+    let mut events = submit_greedy(&handle, &prompt, &two, 2);
+    match events.blocking_recv() {
+        Some(EngineEvent::Failed(why)) => {
+            assert_eq!(why.kind, loramux_runtime::engine::FailureKind::Request);
+            assert!(
+                why.message.contains("2 adapters") && why.message.contains("has 1"),
+                "{}",
+                why.message
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
