@@ -142,6 +142,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             })
         }
     };
+    if let Some(uploads) = catalog.upload_dir() {
+        let swept = crate::server::sweep_stale_staging(&uploads);
+        if swept > 0 {
+            tracing::info!("removed {swept} staging folders of interrupted uploads");
+        }
+    }
     let base_name = path
         .file_stem()
         .map(|s| s.to_string_lossy().to_lowercase())

@@ -15,6 +15,7 @@ pub use catalog::{AdapterCatalog, CatalogEntry, CatalogError, DirCatalog, Regist
 pub use errors::ApiError;
 pub use metrics::ServerMetrics;
 pub use registry_catalog::RegistryCatalog;
+pub use upload::sweep_stale_staging;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use generation::Kind;

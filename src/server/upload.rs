@@ -14,6 +14,32 @@ use std::path::{Path, PathBuf};
 /// Largest upload accepted for the two files together.
 pub const MAX_UPLOAD_BYTES: usize = 512 << 20;
 
+/// Removes the staging folders (`.upload-{pid}-{n}`) that a server process killed mid-upload
+/// left in `root`; folders of processes still running (another server on the same registry)
+/// are kept. Returns how many were removed.
+pub fn sweep_stale_staging(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".upload-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Removes a staging folder when dropped.
 pub struct Staging(pub PathBuf);
 
@@ -116,4 +142,28 @@ pub async fn read_multipart(
         ));
     }
     Ok(reg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_staging_of_dead_processes_is_swept_and_live_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        // u32::MAX is above Linux's pid limit: no such process runs.
+        let dead = root.path().join(format!(".upload-{}-7", u32::MAX));
+        let live = root.path().join(".upload-1-7");
+        let own = root
+            .path()
+            .join(format!(".upload-{}-9", std::process::id()));
+        let adapter = root.path().join("my-adapter");
+        for d in [&dead, &live, &own, &adapter] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("adapter_model.safetensors"), b"partial").unwrap();
+        }
+        assert_eq!(sweep_stale_staging(root.path()), 1);
+        assert!(!dead.exists());
+        assert!(live.exists() && own.exists() && adapter.exists());
+    }
 }
