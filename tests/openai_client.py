@@ -3,7 +3,7 @@
 Run by scripts/openai-e2e.sh, which starts the real binary on a free loopback port with a
 fresh registry (which gets the adapter zoo on this first start). Checks: models list, the
 zoo registered and routed to, chat, streaming chat (same greedy text), streamed usage,
-content parts, refusal of unimplemented fields (`n`, `logprobs`), adapter registration
+content parts, `n` choices, refusal of unimplemented fields (`logprobs`, `response_format`), adapter registration
 over HTTP, automatic routing to the registered adapter, and a clean 404 for an
 unknown model. Exits non-zero on the first failed check.
 """
@@ -61,7 +61,10 @@ as_parts = client.chat.completions.create(model="base", messages=parts, max_toke
 check(as_parts.choices[0].message.content == text, "content parts give the same answer as the string")
 
 # A field loramux does not implement is refused by name, not ignored.
-for kwargs, field in [({"n": 3}, "n"), ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
+# n choices: n seeded sequences, usage summed.
+several = client.chat.completions.create(model="base", messages=ask, max_tokens=8, temperature=1.0, seed=7, n=3)
+check([c.index for c in several.choices] == [0, 1, 2], f"n=3 gives three choices: {several.choices}")
+for kwargs, field in [({"logprobs": True, "top_logprobs": 2}, "logprobs"),
                       ({"response_format": {"type": "json_object"}}, "response_format")]:
     try:
         client.chat.completions.create(model="base", messages=ask, max_tokens=4, **kwargs)

@@ -143,7 +143,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     if let Some(uploads) = catalog.upload_dir() {
-        let swept = crate::server::sweep_stale_staging(&uploads);
+        let swept = loramux::server::sweep_stale_staging(&uploads);
         if swept > 0 {
             tracing::info!("removed {swept} staging folders of interrupted uploads");
         }

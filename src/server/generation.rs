@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+/// Most choices (`n`) one request may ask for: each is a sequence in the engine's batch.
+const MAX_CHOICES: usize = 16;
+
 /// Which endpoint shapes the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -39,6 +42,8 @@ pub struct Prepared {
     stream: bool,
     /// `stream_options.include_usage`: a last chunk with the usage and no choices.
     include_usage: bool,
+    /// Choices to generate (`n`).
+    n: usize,
 }
 
 pub fn validate(
@@ -66,6 +71,18 @@ pub fn validate(
         (Some(o), true) => o.include_usage,
         (None, _) => false,
     };
+    let n = params.n.unwrap_or(1);
+    if n == 0 || n > MAX_CHOICES {
+        return Err(ApiError::InvalidRequest(format!(
+            "n must be between 1 and {MAX_CHOICES}"
+        )));
+    }
+    if n > 1 && params.stream {
+        return Err(ApiError::UnsupportedParameter {
+            field: "n".into(),
+            reason: "more than one choice is implemented for non-streamed responses only".into(),
+        });
+    }
     let max_tokens = params
         .max_completion_tokens
         .or(params.max_tokens)
@@ -121,6 +138,7 @@ pub fn validate(
         stop: params.stop.map(|s| s.into_vec()).unwrap_or_default(),
         stream: params.stream,
         include_usage,
+        n,
     })
 }
 
@@ -400,18 +418,20 @@ impl Run {
     }
 }
 
-pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpResponse, ApiError> {
+/// Submits one sequence of the request (with `seed`) and waits until the engine admits it.
+async fn start_run(state: &Arc<ServerState>, p: &Prepared, seed: u64) -> Result<Run, ApiError> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let stop_ids = state.base.tokenizer.eos_ids();
-    let prompt_len = p.prompt_ids.len();
     state
         .engine
         .submit(EngineRequest {
-            prompt_ids: p.prompt_ids,
-            adapters: p.adapters,
-            sampling: p.sampling,
+            prompt_ids: p.prompt_ids.clone(),
+            adapters: p.adapters.clone(),
+            sampling: SamplingParams {
+                seed,
+                ..p.sampling.clone()
+            },
             max_tokens: p.max_tokens,
-            stop_ids,
+            stop_ids: state.base.tokenizer.eos_ids(),
             gated: p.gated,
             events: tx,
         })
@@ -419,20 +439,29 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
             SubmitError::QueueFull => ApiError::Overloaded,
             SubmitError::Stopped => ApiError::Internal("engine stopped".into()),
         })?;
-    let mut admitted = Run {
+    let mut run = Run {
         rx,
-        routing: p.routing,
+        routing: p.routing.clone(),
         gate: GateTally::default(),
         detok: state.base.tokenizer.stream(true),
-        stop: p.stop,
+        stop: p.stop.clone(),
         text: String::new(),
         started: Instant::now(),
         first_token: None,
-        prompt_tokens: prompt_len,
+        prompt_tokens: p.prompt_ids.len(),
         completion_tokens: 0,
     };
-    admitted.admitted(&state).await?;
-    let mut run = admitted;
+    run.admitted(state).await?;
+    Ok(run)
+}
+
+pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpResponse, ApiError> {
+    // `n` choices are `n` sequences in the engine's batch, seeds `seed, seed + 1, ...`; all
+    // are admitted (or the request fails) before the response begins.
+    let mut runs = Vec::with_capacity(p.n);
+    for i in 0..p.n {
+        runs.push(start_run(&state, &p, p.sampling.seed.wrapping_add(i as u64)).await?);
+    }
     let id = format!(
         "{}-{:x}",
         if p.kind == Kind::Chat {
@@ -447,20 +476,38 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
         .map(|d| d.as_secs())
         .unwrap_or(0);
     if !p.stream {
-        let finish = loop {
-            match run.next(&state).await {
-                Step::Text(_) => {}
-                Step::Done { reason, usage, .. } => break (reason, usage),
-                Step::Failed(why) => return Err(why),
-            }
+        let mut choices = Vec::with_capacity(runs.len());
+        let mut usage = Usage {
+            prompt_tokens: p.prompt_ids.len(),
+            completion_tokens: 0,
+            total_tokens: 0,
         };
-        let text = std::mem::take(&mut run.text);
-        let choice = match p.kind {
-            Kind::Chat => {
-                json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish.0})
-            }
-            Kind::Text => json!({"index": 0, "text": text, "finish_reason": finish.0}),
-        };
+        let mut routing = None;
+        for (index, run) in runs.iter_mut().enumerate() {
+            let reason = loop {
+                match run.next(&state).await {
+                    Step::Text(_) => {}
+                    Step::Done {
+                        reason, usage: u, ..
+                    } => {
+                        usage.completion_tokens += u.completion_tokens;
+                        break reason;
+                    }
+                    Step::Failed(why) => return Err(why),
+                }
+            };
+            let text = std::mem::take(&mut run.text);
+            choices.push(match p.kind {
+                Kind::Chat => {
+                    json!({"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": reason})
+                }
+                Kind::Text => json!({"index": index, "text": text, "finish_reason": reason}),
+            });
+            // The routing (and gate weights) of the first choice: every choice shares the
+            // routing decision; the gate's per-token weights are those of choice 0.
+            routing.get_or_insert_with(|| run.final_routing(&state));
+        }
+        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
         let object = if p.kind == Kind::Chat {
             "chat.completion"
         } else {
@@ -468,9 +515,12 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
         };
         return Ok(HttpResponse::Ok().json(json!({
             "id": id, "object": object, "created": created, "model": p.model,
-            "choices": [choice], "usage": finish.1, "routing": run.final_routing(&state),
+            "choices": choices, "usage": usage, "routing": routing,
         })));
     }
+    let run = runs
+        .pop()
+        .ok_or_else(|| ApiError::Internal("no run".into()))?;
     let kind = p.kind;
     let model = p.model;
     let include_usage = p.include_usage;

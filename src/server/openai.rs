@@ -116,6 +116,8 @@ pub struct CommonParams {
     pub stream: bool,
     pub adapters: Option<Vec<AdapterChoice>>,
     pub stream_options: Option<StreamOptions>,
+    /// Choices to generate (non-streamed responses).
+    pub n: Option<usize>,
     /// Extensions: top-k and repetition penalty.
     pub top_k: Option<usize>,
     pub repetition_penalty: Option<f32>,

@@ -33,7 +33,7 @@ pub fn check(fields: &Map<String, Value>) -> Result<(), ApiError> {
 /// The value of a known field that asks for nothing loramux lacks.
 fn means_off(name: &str, value: &Value) -> bool {
     match name {
-        "n" | "best_of" => value.as_u64() == Some(1),
+        "best_of" => value.as_u64() == Some(1),
         "logprobs" | "echo" => value == &Value::Bool(false),
         "top_logprobs" => value.as_u64() == Some(0),
         "frequency_penalty" | "presence_penalty" => value.as_f64() == Some(0.0),
@@ -48,7 +48,7 @@ fn means_off(name: &str, value: &Value) -> bool {
 
 fn reason(name: &str) -> &'static str {
     match name {
-        "n" | "best_of" => "one choice per request is implemented; send several requests",
+        "best_of" => "server-side best-of ranking is not implemented (`n` is)",
         "logprobs" | "top_logprobs" | "echo" => "log-probabilities are not implemented",
         "tools" | "tool_choice" | "functions" | "function_call" => {
             "tool and function calling are not implemented"
@@ -73,13 +73,12 @@ mod tests {
 
     #[test]
     fn defaults_pass_and_anything_else_is_named() {
-        let off = json!({"n": 1, "logprobs": false, "top_logprobs": 0, "tools": [],
+        let off = json!({"logprobs": false, "top_logprobs": 0, "tools": [],
             "tool_choice": "none", "response_format": {"type": "text"}, "echo": false,
             "frequency_penalty": 0, "presence_penalty": 0.0, "logit_bias": {}, "user": "u1",
             "best_of": 1, "seed_extra": null});
         check(&fields(off)).expect("values that mean off are accepted");
         for (field, value) in [
-            ("n", json!(5)),
             ("logprobs", json!(true)),
             ("top_logprobs", json!(3)),
             (

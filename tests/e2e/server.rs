@@ -1008,8 +1008,8 @@ async fn finish_reason_is_the_engines_own_streamed_or_not() {
 }
 
 /// OpenAI fields loramux does not implement are refused by name unless they carry the value
-/// that means "off"; before this, `n: 5`, `logprobs: true`, `tools` with `tool_choice:
-/// "required"` and `response_format` were answered with 200 as if absent.
+/// that means "off"; before this, `logprobs: true`, `tools` with `tool_choice: "required"`
+/// and `response_format` were answered with 200 as if absent.
 #[actix_web::test]
 async fn unimplemented_openai_fields_are_refused_by_name() {
     let state = state(64);
@@ -1042,7 +1042,6 @@ async fn unimplemented_openai_fields_are_refused_by_name() {
         assert_eq!(resp.status(), 200, "{field} at its default");
     }
     let refused = [
-        ("n", json!(5)),
         ("logprobs", json!(true)),
         ("top_logprobs", json!(2)),
         (
@@ -1198,5 +1197,47 @@ async fn streamed_usage_on_request() {
             .to_request(),
     )
     .await;
+    assert_eq!(resp.status(), 400);
+}
+
+/// `n` choices (it used to return one): `n` sequences with seeds `seed, seed + 1, ...`, each
+/// the answer that seed gives alone, usage summed over the choices; `n` with `stream` is
+/// refused by name and `n: 0` is invalid.
+#[actix_web::test]
+async fn n_choices_are_n_seeded_sequences() {
+    let state = state(64);
+    let app = test::init_service(App::new().configure(configure(state.clone()))).await;
+    let body = |n: usize, seed: u64| {
+        json!({"model": "base", "prompt": "Once upon a time", "max_tokens": 8,
+            "temperature": 1.0, "seed": seed, "n": n})
+    };
+    let post = |b: Value| {
+        test::TestRequest::post()
+            .uri("/v1/completions")
+            .set_json(b)
+            .to_request()
+    };
+    let three: Value = test::call_and_read_body_json(&app, post(body(3, 40))).await;
+    let choices = three["choices"].as_array().expect("choices");
+    assert_eq!(choices.len(), 3, "{three}");
+    let mut completion = 0;
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        let alone: Value = test::call_and_read_body_json(&app, post(body(1, 40 + i as u64))).await;
+        assert_eq!(c["text"], alone["choices"][0]["text"], "choice {i}");
+        completion += alone["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    assert_eq!(three["usage"]["completion_tokens"], completion);
+    assert_ne!(
+        choices[0]["text"], choices[1]["text"],
+        "sampled choices differ: {three}"
+    );
+    let mut streamed = body(2, 1);
+    streamed["stream"] = json!(true);
+    let resp = test::call_service(&app, post(streamed)).await;
+    assert_eq!(resp.status(), 400);
+    let err: Value = test::read_body_json(resp).await;
+    assert_eq!(err["error"]["code"], "unsupported_parameter", "{err}");
+    let resp = test::call_service(&app, post(body(0, 1))).await;
     assert_eq!(resp.status(), 400);
 }
