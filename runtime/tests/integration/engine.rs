@@ -9,7 +9,7 @@ use loramux_runtime::engine::{
 use loramux_runtime::generate::{generate_batch, GenerationRequest};
 use loramux_runtime::{
     Adapter, AdapterBank, AdapterId, BankConfig, BaseModel, Candidate, FixedGate, Gate, GateInput,
-    SamplingParams, WeightDtype,
+    ModelConfig, SamplingParams, WeightDtype,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -436,18 +436,7 @@ fn a_request_waiting_for_a_slot_does_not_block_resident_adapters() {
         fixture_adapter(&base, "r8_qv"),
         fixture_adapter(&base, "r2_all7"),
     );
-    let handle = engine::spawn(
-        base.clone(),
-        AdapterBank::new(
-            &cfg,
-            BankConfig {
-                slots: 1,
-                r_max: 16,
-            },
-        )
-        .expect("bank"),
-        EngineConfig::default(),
-    );
+    let handle = one_slot_engine(&base, &cfg);
     let prompt = base
         .tokenizer
         .encode("Once upon a time", false)
@@ -534,6 +523,22 @@ fn a_long_prefill_does_not_hold_back_a_short_request() {
 }
 
 /// Queues an ungated request with default (greedy) sampling; returns its event stream.
+/// An engine whose bank has a single slot (rank up to 16).
+fn one_slot_engine(base: &Arc<BaseModel>, cfg: &ModelConfig) -> EngineHandle {
+    engine::spawn(
+        base.clone(),
+        AdapterBank::new(
+            cfg,
+            BankConfig {
+                slots: 1,
+                r_max: 16,
+            },
+        )
+        .expect("bank"),
+        EngineConfig::default(),
+    )
+}
+
 fn submit_greedy(
     handle: &EngineHandle,
     prompt_ids: &[u32],
@@ -562,18 +567,7 @@ fn submit_greedy(
 fn a_mixture_larger_than_the_bank_is_refused_up_front() {
     let base = base();
     let cfg = base.model.config().clone();
-    let handle = engine::spawn(
-        base.clone(),
-        AdapterBank::new(
-            &cfg,
-            BankConfig {
-                slots: 1,
-                r_max: 16,
-            },
-        )
-        .expect("bank"),
-        EngineConfig::default(),
-    );
+    let handle = one_slot_engine(&base, &cfg);
     let prompt = base.tokenizer.encode("Hello", false).expect("ids");
     let two = [
         (fixture_adapter(&base, "r8_qv"), 0.5),
