@@ -130,6 +130,22 @@ impl FieldValue for Value {
     }
 }
 
+/// A numeric metadata value (any of GGUF's integer or float types), taken from `f`.
+fn take_number(f: &mut ConfigFields<Value>, key: &str) -> Result<Option<f64>> {
+    match f.take(key) {
+        None => Ok(None),
+        Some(v) => v
+            .to_u64()
+            .map(|x| x as f64)
+            .or_else(|_| v.to_u32().map(f64::from))
+            .or_else(|_| v.to_i32().map(f64::from))
+            .or_else(|_| v.to_f32().map(f64::from))
+            .or_else(|_| v.to_f64())
+            .map(Some)
+            .map_err(|_| f.refuse(key, v.show(), "expected a number")),
+    }
+}
+
 /// Keys outside the architecture's own that leave the computation unchanged.
 fn inert_key(arch: &str, key: &str) -> bool {
     key.starts_with("general.")
@@ -166,21 +182,7 @@ fn config_from_metadata(
         }
     };
     let key = |k: &str| format!("{arch}.{k}");
-    let number = |f: &mut ConfigFields<Value>, k: &str| -> Result<Option<f64>> {
-        let k = key(k);
-        match f.take(&k) {
-            None => Ok(None),
-            Some(v) => v
-                .to_u64()
-                .map(|x| x as f64)
-                .or_else(|_| v.to_u32().map(f64::from))
-                .or_else(|_| v.to_i32().map(f64::from))
-                .or_else(|_| v.to_f32().map(f64::from))
-                .or_else(|_| v.to_f64())
-                .map(Some)
-                .map_err(|_| f.refuse(&k, v.show(), "expected a number")),
-        }
-    };
+    let number = |f: &mut ConfigFields<Value>, k: &str| take_number(f, &key(k));
     let required = |f: &mut ConfigFields<Value>, k: &str| -> Result<usize> {
         number(f, k)?
             .map(|x| x as usize)
@@ -245,13 +247,7 @@ fn rope_scaling(
         Some(Value::String(s)) => Some(s),
         Some(v) => return Err(f.refuse(&type_key, v.show(), "expected a string")),
     };
-    let factor = match f.take(&factor_key) {
-        None => None,
-        Some(v) => Some(
-            v.to_f32()
-                .map_err(|_| f.refuse(&factor_key, v.show(), "expected a number"))?,
-        ),
-    };
+    let factor = take_number(f, &factor_key)?.map(|x| x as f32);
     let freqs = if content.tensor_infos.contains_key("rope_freqs.weight") {
         let t = content
             .tensor(reader, "rope_freqs.weight", &Device::Cpu)
@@ -308,19 +304,7 @@ fn gguf_yarn(
     let Some(factor) = factor.map(f64::from) else {
         return Err(f.refuse(&key("factor"), "missing", "yarn needs a factor"));
     };
-    let mut number = |k: &str| -> Result<Option<f64>> {
-        let k = key(k);
-        match f.take(&k) {
-            None => Ok(None),
-            Some(v) => v
-                .to_u32()
-                .map(f64::from)
-                .or_else(|_| v.to_u64().map(|x| x as f64))
-                .or_else(|_| v.to_f32().map(f64::from))
-                .map(Some)
-                .map_err(|_| f.refuse(&k, v.show(), "expected a number")),
-        }
-    };
+    let mut number = |k: &str| take_number(f, &key(k));
     let Some(original) = number("original_context_length")? else {
         return Err(f.refuse(
             &key("original_context_length"),
