@@ -16,13 +16,11 @@
 //! The script checked that each model's feature moves the logits by more than 0.05 when
 //! turned off; `turning_the_rotary_feature_off_breaks_the_match` shows it from this side.
 
-use crate::reference::{assert_matches_transformers, LOGIT_TOL};
+use crate::reference::{assert_matches_transformers, lease_fixture, LOGIT_TOL};
 use loramux_runtime::bank::{AdapterBank, AdapterLease, BankConfig};
 use loramux_runtime::generate::{generate_batch, GenerationOutput, GenerationRequest};
 use loramux_runtime::model::ModelBackend;
-use loramux_runtime::{
-    Adapter, AdapterId, BaseModel, Candidate, FixedGate, SamplingParams, WeightDtype,
-};
+use loramux_runtime::{BaseModel, FixedGate, SamplingParams, WeightDtype};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -118,15 +116,16 @@ fn setup(base: &BaseModel, m: &Manifest, model: &Model) -> Setup {
     for case in &model.cases {
         let mut candidates = Vec::new();
         for a in &case.adapters {
-            let id = AdapterId::new(&a.path.replace(['/', '_'], "-")).expect("valid id");
-            let adapter = Adapter::load(id, &root().join(&a.path), cfg)
-                .unwrap_or_else(|e| panic!("{}: {e}", a.path));
-            let lease = bank.acquire(&adapter).expect("bank has room");
-            candidates.push(Candidate {
-                slot: lease.slot(),
-                prior: a.weight,
-            });
-            leases.push(lease);
+            let id = a.path.replace(['/', '_'], "-");
+            let dir = root().join(&a.path);
+            candidates.push(lease_fixture(
+                &mut bank,
+                cfg,
+                &id,
+                &dir,
+                a.weight,
+                &mut leases,
+            ));
         }
         requests.push(GenerationRequest {
             prompt_ids: ids.clone(),

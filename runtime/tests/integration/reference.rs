@@ -71,6 +71,27 @@ fn load_base(dtype: WeightDtype) -> BaseModel {
     BaseModel::load(&path, dtype).expect("default model loads")
 }
 
+/// Loads a fixture adapter as `id` into `bank`; returns the candidate a request gives it
+/// (the lease, which keeps its slot, goes into `leases`).
+pub(crate) fn lease_fixture(
+    bank: &mut AdapterBank,
+    cfg: &loramux_runtime::ModelConfig,
+    id: &str,
+    dir: &Path,
+    weight: f32,
+    leases: &mut Vec<loramux_runtime::bank::AdapterLease>,
+) -> Candidate {
+    let id = AdapterId::new(id).expect("valid id");
+    let adapter = Adapter::load(id, dir, cfg).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let lease = bank.acquire(&adapter).expect("bank has room");
+    let candidate = Candidate {
+        slot: lease.slot(),
+        prior: weight,
+    };
+    leases.push(lease);
+    candidate
+}
+
 /// Loads every adapter the cases name into one bank and turns each case into a request.
 struct Setup {
     bank: AdapterBank,
@@ -99,16 +120,16 @@ fn setup(base: &BaseModel, cases: &[Case]) -> Setup {
         );
         let mut candidates = Vec::new();
         for a in &case.adapters {
+            let id = a.path.replace("adapters/", "").replace('_', "-");
             let dir = fixtures_dir().join(&a.path);
-            let id = AdapterId::new(&a.path.replace("adapters/", "").replace('_', "-"))
-                .expect("valid id");
-            let adapter = Adapter::load(id, &dir, cfg).expect("fixture adapter loads");
-            let lease = bank.acquire(&adapter).expect("bank has room");
-            candidates.push(Candidate {
-                slot: lease.slot(),
-                prior: a.weight,
-            });
-            leases.push(lease);
+            candidates.push(lease_fixture(
+                &mut bank,
+                cfg,
+                &id,
+                &dir,
+                a.weight,
+                &mut leases,
+            ));
         }
         requests.push(GenerationRequest {
             prompt_ids: ids,
