@@ -74,6 +74,13 @@ pub struct ServeArgs {
     /// Requests waiting beyond the batch; past it the server answers 429.
     #[arg(long, default_value_t = 256)]
     queue: usize,
+    /// Prompt tokens prefilled per engine step, shared fairly by the prompts prefilling.
+    #[arg(long, default_value_t = EngineConfig::default().prefill_chunk)]
+    prefill_chunk: usize,
+    /// Engine steps a request may wait for a bank slot while younger requests for resident
+    /// adapters pass it; after that it goes first.
+    #[arg(long, default_value_t = EngineConfig::default().max_wait_steps)]
+    max_wait_steps: usize,
 }
 
 impl ServeArgs {
@@ -114,7 +121,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         EngineConfig {
             queue_capacity: args.queue,
             max_running: args.max_running,
-            ..EngineConfig::default()
+            prefill_chunk: args.prefill_chunk,
+            max_wait_steps: args.max_wait_steps,
         },
         gate,
     );

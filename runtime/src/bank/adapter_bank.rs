@@ -114,6 +114,18 @@ impl AdapterBank {
             .collect()
     }
 
+    /// What the engine's admission planner sees of the bank: the pinned adapters, and the
+    /// idle resident ones in eviction order (next victim first).
+    pub fn residency(&self) -> (Vec<ResidencyKey>, Vec<ResidencyKey>) {
+        let table = lock(&self.table);
+        (table.pinned_ids(), table.idle_order())
+    }
+
+    /// Whether this adapter (these files) is resident, pinned or idle.
+    pub fn is_resident(&self, key: &ResidencyKey) -> bool {
+        lock(&self.table).slot_of(key).is_some()
+    }
+
     /// Number of slots.
     pub fn capacity(&self) -> usize {
         self.config.slots

@@ -105,6 +105,16 @@ impl SlotTable {
         self.slots.iter().flatten().map(|r| r.id.clone()).collect()
     }
 
+    /// Resident adapters some lease pins, in slot order.
+    pub fn pinned_ids(&self) -> Vec<ResidencyKey> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|r| matches!(r.usage, Use::Pinned(_)))
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
     /// Idle adapters, next victim first.
     pub fn idle_order(&self) -> Vec<ResidencyKey> {
         self.idle

@@ -6,18 +6,22 @@
 //! when it is full); each request streams [`EngineEvent`]s back on its own channel, and
 //! dropping that channel's receiver cancels the sequence.
 
+mod admission;
 mod failure;
 mod gate_trace;
 mod handle;
 mod metrics;
 mod scheduler;
+mod state;
 mod worker;
 
+pub use admission::{plan_admissions, AdmissionLimits, BankView, Decision, Waiter};
 pub use failure::{EngineFailure, FailureKind};
 pub use gate_trace::TokenGateWeights;
 pub use handle::{EngineHandle, SubmitError};
 pub use metrics::{EngineMetrics, MetricsSnapshot};
 pub use scheduler::{Scheduler, SeqPhase, StepItem};
+pub use state::{EngineState, StepReport};
 
 use crate::generate::FinishReason;
 use crate::{Adapter, SamplingParams};
@@ -33,6 +37,9 @@ pub struct EngineConfig {
     pub max_running: usize,
     /// Prompt tokens prefilled per step, across all sequences (chunked prefill).
     pub prefill_chunk: usize,
+    /// Steps a request may wait for bank slots while younger requests pass it; after that
+    /// nothing behind it starts until it has (see the admission planner).
+    pub max_wait_steps: usize,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +48,7 @@ impl Default for EngineConfig {
             queue_capacity: 256,
             max_running: 32,
             prefill_chunk: 256,
+            max_wait_steps: 32,
         }
     }
 }
@@ -99,10 +107,10 @@ pub fn spawn_with_gate(
 ) -> EngineHandle {
     let (tx, rx) = std::sync::mpsc::sync_channel(config.queue_capacity);
     let metrics = Arc::new(EngineMetrics::default());
-    let worker = worker::Worker::new(base, bank, config, gate, rx, metrics.clone());
+    let state = EngineState::new(base, bank, config, gate, metrics.clone());
     std::thread::Builder::new()
         .name("loramux-engine".into())
-        .spawn(move || worker.run())
+        .spawn(move || worker::run(state, rx))
         .map(|_| ())
         .unwrap_or_else(|e| tracing::error!("could not start the engine thread: {e}"));
     EngineHandle::new(tx, metrics)

@@ -20,12 +20,12 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 /// with quantized weights the row count picks the arithmetic (Q8_0 dot products below 8 rows,
 /// a dense f32 GEMM from 8), so greedy tokens may part at a near-tie for reasons that have
 /// nothing to do with scheduling. With f32 weights every path is the same math.
-fn base() -> Arc<BaseModel> {
+pub(crate) fn base() -> Arc<BaseModel> {
     let path = loramux_runtime::fetch::default_model_path().expect("default model fetched");
     Arc::new(BaseModel::load(&path, WeightDtype::F32).expect("loads"))
 }
 
-fn fixture_adapter(base: &BaseModel, name: &str) -> Arc<Adapter> {
+pub(crate) fn fixture_adapter(base: &BaseModel, name: &str) -> Arc<Adapter> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/adapters")
         .join(name);

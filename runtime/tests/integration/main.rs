@@ -6,4 +6,5 @@ mod architectures;
 mod config_refusals;
 mod device;
 mod engine;
+mod engine_steps;
 mod reference;
