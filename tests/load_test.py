@@ -28,7 +28,7 @@ PROMPTS = [
 ]
 
 
-async def one_request(client, url, model, max_tokens, stats):
+async def one_request(client, url, model, max_tokens, stats, deadline):
     body = {"model": model, "stream": True, "max_tokens": max_tokens, "temperature": 0.7,
             "messages": [{"role": "user", "content": random.choice(PROMPTS)}]}
     start = time.perf_counter()
@@ -52,7 +52,9 @@ async def one_request(client, url, model, max_tokens, stats):
                     stats["errors"] += 1
                     return
                 delta = chunk["choices"][0].get("delta", {}).get("content")
-                if delta:
+                # Tokens after the deadline are not counted: the phase's rate is over its
+                # own seconds, not over the tail where fewer clients are still running.
+                if delta and time.perf_counter() <= deadline:
                     tokens += 1
                     if first is None:
                         first = time.perf_counter() - start
@@ -69,12 +71,12 @@ async def run(url, clients, seconds, models, max_tokens):
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients + 8)
     async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=limits) as client:
-        async def worker(i):
+        async def worker():
             while time.perf_counter() < deadline:
-                await one_request(client, url, models[i % len(models)], max_tokens, stats)
+                await one_request(client, url, random.choice(models), max_tokens, stats, deadline)
         start = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(clients)))
-        elapsed = time.perf_counter() - start
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = min(time.perf_counter(), deadline) - start
     ttft = sorted(stats["ttft"]) or [float("nan")]
     pct = lambda q: ttft[min(len(ttft) - 1, int(q * len(ttft)))]
     return {"requests": stats["requests"], "errors": stats["errors"], "rejected_429": stats["rejected"],

@@ -8,7 +8,7 @@
 use crate::tasks::{Split, Task};
 use crate::training::TrainSummary;
 use anyhow::Context;
-use loramux_index::{AdapterKey, NewAdapter, Registry};
+use loramux_index::{AdapterId, NewAdapter, Registry};
 use loramux_router::PeftValidator;
 use loramux_runtime::ModelConfig;
 use serde::{Deserialize, Serialize};
@@ -243,7 +243,7 @@ pub fn register_zoo(
         registry
             .register(
                 NewAdapter {
-                    id: AdapterKey::new(&entry.id)?,
+                    id: AdapterId::new(&entry.id)?,
                     source: ZooManifest::adapter_dir(zoo, entry),
                     description: entry.description.clone(),
                     examples: entry.examples.clone(),

@@ -10,8 +10,8 @@ pub enum IndexError {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid adapter id {id:?}: {reason}")]
-    InvalidKey { id: String, reason: String },
+    #[error(transparent)]
+    InvalidAdapterId(#[from] loramux_types::InvalidAdapterId),
     #[error("embedder {path}: {reason}")]
     EmbedderLoad { path: PathBuf, reason: String },
     #[error("embedding failed: {reason}")]

@@ -9,13 +9,12 @@
 
 pub mod embed;
 mod error;
-mod key;
 pub mod registry;
 pub mod vectors;
 
 pub use embed::{BertEmbedder, BertEmbedderConfig, Embedder, EmbedderBackend, MatmulKind};
 pub use error::{IndexError, Result};
-pub use key::AdapterKey;
+pub use loramux_types::AdapterId;
 pub use registry::{
     AcceptAll, AdapterRecord, AdapterValidator, ConfigSummary, FileRecord, IndexState, NewAdapter,
     OpenReport, Registry, RegistryConfig, ValidationError,

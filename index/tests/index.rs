@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use loramux_index::registry::files::ADAPTER_FILES;
 use loramux_index::{
-    AcceptAll, AdapterKey, AdapterValidator, BertEmbedder, BertEmbedderConfig, ConfigSummary,
+    AcceptAll, AdapterId, AdapterValidator, BertEmbedder, BertEmbedderConfig, ConfigSummary,
     Embedder, EmbedderBackend, IndexError, IndexState, MatmulKind, NewAdapter, Registry,
     RegistryConfig, ValidationError,
 };
@@ -105,7 +105,7 @@ impl Fixture {
         examples: &[&str],
     ) -> NewAdapter {
         NewAdapter {
-            id: AdapterKey::new(id).unwrap(),
+            id: AdapterId::new(id).unwrap(),
             source,
             description: description.into(),
             examples: examples.iter().map(|s| s.to_string()).collect(),
@@ -128,8 +128,8 @@ impl Fixture {
     }
 }
 
-fn key(s: &str) -> AdapterKey {
-    AdapterKey::new(s).unwrap()
+fn key(s: &str) -> AdapterId {
+    AdapterId::new(s).unwrap()
 }
 
 /// Registry and index agree, and every recorded folder exists with its recorded files.
@@ -287,7 +287,7 @@ fn replace_remove_and_checksums() {
 struct Refuse;
 
 impl AdapterValidator for Refuse {
-    fn validate(&self, _: &AdapterKey, dir: &Path) -> Result<ConfigSummary, ValidationError> {
+    fn validate(&self, _: &AdapterId, dir: &Path) -> Result<ConfigSummary, ValidationError> {
         assert!(
             dir.join("adapter_model.safetensors").is_file(),
             "the validator sees the staged copy"
@@ -408,7 +408,10 @@ fn every_rejection_leaves_no_trace() {
     }
     for bad in ["", "UPPER", "../x", "a/b", "base id", &"x".repeat(65)] {
         assert!(
-            matches!(AdapterKey::new(bad), Err(IndexError::InvalidKey { .. })),
+            matches!(
+                AdapterId::new(bad),
+                Err(loramux_types::InvalidAdapterId { .. })
+            ),
             "{bad:?}"
         );
     }
@@ -532,7 +535,7 @@ const CHILD_ENV: &str = "LORAMUX_TEST_KILL_DIR";
 struct Hang(PathBuf);
 
 impl AdapterValidator for Hang {
-    fn validate(&self, _: &AdapterKey, _: &Path) -> Result<ConfigSummary, ValidationError> {
+    fn validate(&self, _: &AdapterId, _: &Path) -> Result<ConfigSummary, ValidationError> {
         std::fs::write(&self.0, "validating").unwrap();
         std::thread::sleep(Duration::from_secs(120));
         Ok(summary())

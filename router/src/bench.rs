@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use loramux_index::{
-    AdapterKey, AdapterVectors, BertEmbedder, Embedder, GraphParams, TextKind, VectorIndex,
+    AdapterId, AdapterVectors, BertEmbedder, Embedder, GraphParams, TextKind, VectorIndex,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -241,9 +241,9 @@ pub fn run(
     let centers: Vec<Vec<f32>> = (0..cfg.adapters)
         .map(|_| random_unit(&mut rng, dim))
         .collect();
-    let keys: Vec<AdapterKey> = (0..cfg.adapters)
-        .map(|i| AdapterKey::new(&format!("synthetic-{i:05}")))
-        .collect::<loramux_index::Result<_>>()?;
+    let keys: Vec<AdapterId> = (0..cfg.adapters)
+        .map(|i| AdapterId::new(&format!("synthetic-{i:05}")))
+        .collect::<std::result::Result<_, _>>()?;
     let vectors: Vec<Vec<(TextKind, Vec<f32>)>> = centers
         .iter()
         .map(|c| {
@@ -355,7 +355,7 @@ pub fn run(
         })
         .collect();
     // One more adapter into the reloaded index.
-    let extra_key = AdapterKey::new("synthetic-extra")?;
+    let extra_key = AdapterId::new("synthetic-extra")?;
     let center = random_unit(&mut rng, dim);
     let extra: Vec<(TextKind, Vec<f32>)> = (0..cfg.examples_per_adapter)
         .map(|_| (TextKind::Example, perturbed(&mut rng, &center, 0.08)))

@@ -6,6 +6,8 @@ pub enum RouterError {
     Index(#[from] loramux_index::IndexError),
     #[error(transparent)]
     Runtime(#[from] loramux_runtime::RuntimeError),
+    #[error(transparent)]
+    InvalidAdapterId(#[from] loramux_types::InvalidAdapterId),
     #[error("adapter {id} is not registered")]
     UnknownAdapter { id: String },
     #[error("invalid adapter choice: {reason}")]

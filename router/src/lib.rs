@@ -12,7 +12,6 @@ pub mod bench;
 mod cache;
 mod error;
 pub mod gate;
-pub mod ids;
 mod plan;
 pub mod retrieve;
 mod router;

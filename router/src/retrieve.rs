@@ -8,9 +8,8 @@
 
 use std::collections::HashMap;
 
-use loramux_index::{Embedder, Hit, VectorIndex};
+use loramux_index::{AdapterId, Embedder, Hit, VectorIndex};
 
-use crate::ids::to_id;
 use crate::plan::{RouteCandidate, RoutePlan};
 use crate::{Result, RouterError};
 
@@ -115,9 +114,8 @@ pub fn plan_from_hits(hits: &[Hit], cfg: &RetrievalConfig) -> Result<RoutePlan> 
     let total: f32 = exps.iter().sum();
     let mut candidates = Vec::with_capacity(ranked.len());
     for ((key, similarity, hits), e) in ranked.iter().zip(exps) {
-        let key = loramux_index::AdapterKey::new(key)?;
         candidates.push(RouteCandidate {
-            id: to_id(&key)?,
+            id: AdapterId::new(key)?,
             similarity: *similarity,
             prior: e / total,
             hits: *hits,
@@ -130,11 +128,11 @@ pub fn plan_from_hits(hits: &[Hit], cfg: &RetrievalConfig) -> Result<RoutePlan> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loramux_index::{AdapterKey, TextKind};
+    use loramux_index::{AdapterId, TextKind};
 
     fn hit(k: &str, s: f32) -> Hit {
         Hit {
-            key: AdapterKey::new(k).unwrap(),
+            key: AdapterId::new(k).unwrap(),
             kind: TextKind::Example,
             similarity: s,
         }

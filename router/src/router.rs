@@ -8,7 +8,6 @@ use std::sync::{Arc, RwLock};
 use loramux_index::Registry;
 
 use crate::cache::RouteCache;
-use crate::ids::to_key;
 use crate::plan::{Choice, RoutePlan};
 use crate::retrieve::{retrieve, RetrievalConfig};
 use crate::{Result, RouterError};
@@ -80,7 +79,7 @@ impl Router {
 
 /// The index holds exactly the registered adapters, in memory: no database round trip.
 fn is_registered(registry: &Registry, id: &loramux_runtime::AdapterId) -> bool {
-    to_key(id).is_ok_and(|key| registry.index().contains(&key))
+    registry.index().contains(id)
 }
 
 #[cfg(test)]

@@ -4,10 +4,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use loramux_index::{AdapterKey, AdapterValidator, ConfigSummary, ValidationError};
+use loramux_index::{AdapterValidator, ConfigSummary, ValidationError};
 use loramux_runtime::{Adapter, ModelConfig};
-
-use crate::ids::to_id;
+use loramux_types::AdapterId;
 
 pub struct PeftValidator {
     model: ModelConfig,
@@ -35,11 +34,11 @@ impl PeftValidator {
 }
 
 impl AdapterValidator for PeftValidator {
-    fn validate(&self, id: &AdapterKey, dir: &Path) -> Result<ConfigSummary, ValidationError> {
+    fn validate(&self, id: &AdapterId, dir: &Path) -> Result<ConfigSummary, ValidationError> {
         let err = |e: &dyn std::fmt::Display| ValidationError {
             reason: e.to_string(),
         };
-        let id = to_id(id).map_err(|e| err(&e))?;
+        let id = id.clone();
         // Loading reads and checks every tensor; the weights are dropped right after.
         let adapter = Adapter::load(id, dir, &self.model).map_err(|e| err(&e))?;
         if adapter.num_modules() == 0 {

@@ -7,13 +7,13 @@ use std::sync::{Arc, RwLock};
 
 use loramux_index::registry::files::ADAPTER_FILES;
 use loramux_index::{
-    AcceptAll, AdapterKey, BertEmbedder, BertEmbedderConfig, ConfigSummary, Embedder, IndexError,
+    AcceptAll, AdapterId, BertEmbedder, BertEmbedderConfig, ConfigSummary, Embedder, IndexError,
     NewAdapter, Registry, RegistryConfig,
 };
 use loramux_router::{
     Choice, PeftValidator, RetrievalConfig, RoutePlan, Router, RouterConfig, RouterError,
 };
-use loramux_runtime::{AdapterId, ModelConfig};
+use loramux_runtime::ModelConfig;
 
 fn embedder_dir() -> Option<PathBuf> {
     let home = std::env::var_os("LORAMUX_HOME")
@@ -197,7 +197,7 @@ fn setup(dir: &Path) -> Setup {
             std::fs::write(src.join(f), name).unwrap();
         }
         let request = NewAdapter {
-            id: AdapterKey::new(name).unwrap(),
+            id: AdapterId::new(name).unwrap(),
             source: src,
             description: description.to_string(),
             examples: examples.iter().map(|s| s.to_string()).collect(),
@@ -304,7 +304,7 @@ fn explicit_choices_bypass_retrieval_and_the_cache_remembers() {
         let mut reg = r.registry().write().unwrap();
         let src = s.sources.join("poetry");
         let req = NewAdapter {
-            id: AdapterKey::new("cats").unwrap(),
+            id: AdapterId::new("cats").unwrap(),
             source: src,
             description: "Everything about cats and their sleeping habits.".into(),
             examples: vec!["Why do cats sleep in the sun?".into()],
@@ -403,7 +403,7 @@ fn peft_validator_accepts_real_adapters_and_refuses_broken_ones() {
     let mut reg = Registry::open(&tmp.path().join("registry"), config, Arc::new(Words)).unwrap();
     let validator = PeftValidator::new(smollm2_135m());
     let request = |name: &str, source: PathBuf| NewAdapter {
-        id: AdapterKey::new(name).unwrap(),
+        id: AdapterId::new(name).unwrap(),
         source,
         description: format!("fixture {name}"),
         examples: vec![],
@@ -432,7 +432,7 @@ fn peft_validator_accepts_real_adapters_and_refuses_broken_ones() {
         err.contains("rank 8") && err.contains("--bank-rank"),
         "{err}"
     );
-    assert!(reg.get(&AdapterKey::new("r8-big").unwrap()).is_err());
+    assert!(reg.get(&AdapterId::new("r8-big").unwrap()).is_err());
     reg.register(request("r2-fits", fixtures.join("r2_all7")), &small_bank)
         .unwrap();
 

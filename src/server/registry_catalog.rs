@@ -2,7 +2,7 @@
 //! folders from the registry, `auto` through the router (retrieval + prior + cache).
 
 use super::catalog::{AdapterCatalog, CatalogEntry, CatalogError, Registration};
-use loramux_index::{AdapterKey, IndexError, NewAdapter, Registry};
+use loramux_index::{IndexError, NewAdapter, Registry};
 use loramux_router::{Choice, PeftValidator, RoutePlan, Router};
 use loramux_runtime::AdapterId;
 use std::sync::{Arc, RwLock};
@@ -56,7 +56,7 @@ impl AdapterCatalog for RegistryCatalog {
     }
 
     fn get(&self, id: &str) -> Option<CatalogEntry> {
-        let key = AdapterKey::new(id).ok()?;
+        let key = AdapterId::new(id).ok()?;
         let registry = self.registry().read().ok()?;
         let record = registry.get(&key).ok()?;
         Self::entry(&registry, &record)
@@ -87,7 +87,7 @@ impl AdapterCatalog for RegistryCatalog {
     }
 
     fn register(&self, r: Registration) -> Result<CatalogEntry, CatalogError> {
-        let id = AdapterKey::new(&r.id).map_err(map_err)?;
+        let id = AdapterId::new(&r.id).map_err(|e| CatalogError::Rejected(e.to_string()))?;
         let mut registry = self
             .registry()
             .write()
@@ -117,7 +117,7 @@ impl AdapterCatalog for RegistryCatalog {
     }
 
     fn remove(&self, id: &str) -> Result<(), CatalogError> {
-        let key = AdapterKey::new(id).map_err(map_err)?;
+        let key = AdapterId::new(id).map_err(|e| CatalogError::Rejected(e.to_string()))?;
         let mut registry = self
             .registry()
             .write()
@@ -130,7 +130,7 @@ fn map_err(e: IndexError) -> CatalogError {
     match e {
         IndexError::NotFound { id } => CatalogError::NotFound(id),
         IndexError::Duplicate { .. } => CatalogError::Conflict(e.to_string()),
-        IndexError::InvalidKey { .. }
+        IndexError::InvalidAdapterId(_)
         | IndexError::OutsideRoots { .. }
         | IndexError::BadSource { .. }
         | IndexError::Invalid { .. }

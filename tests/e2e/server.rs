@@ -636,7 +636,7 @@ impl loramux_runtime::Gate for RecordingGate<'_> {
 #[actix_web::test]
 async fn the_served_gate_is_the_gate_the_runtime_computes() {
     use loramux::server::RegistryCatalog;
-    use loramux_index::{AdapterKey, NewAdapter, Registry};
+    use loramux_index::{NewAdapter, Registry};
     use loramux_router::gate::{GateConfig, GateWeights, LearnedGate};
     use loramux_router::{PeftValidator, Router, RouterConfig};
     use loramux_runtime::{Adapter, AdapterId, Candidate};
@@ -675,7 +675,7 @@ async fn the_served_gate_is_the_gate_the_runtime_computes() {
         registry
             .register(
                 NewAdapter {
-                    id: AdapterKey::new(id).unwrap(),
+                    id: AdapterId::new(id).unwrap(),
                     source: fixtures.join(sub),
                     description: description.into(),
                     examples: vec![format!("{description}: how long and at what temperature?")],

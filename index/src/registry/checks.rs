@@ -3,7 +3,7 @@
 
 use super::config::RegistryConfig;
 use super::record::NewAdapter;
-use crate::{AdapterKey, IndexError, Result};
+use crate::{AdapterId, IndexError, Result};
 
 pub(crate) fn check_metadata(new: &NewAdapter, cfg: &RegistryConfig) -> Result<()> {
     let bad = |reason: String| {
@@ -46,7 +46,7 @@ pub(crate) fn check_metadata(new: &NewAdapter, cfg: &RegistryConfig) -> Result<(
     if let Some(Err(e)) = new
         .tags
         .iter()
-        .map(|t| AdapterKey::new(t))
+        .map(|t| AdapterId::new(t))
         .find(|r| r.is_err())
     {
         return bad(format!("tag: {e}"));
@@ -60,7 +60,7 @@ mod tests {
 
     fn new() -> NewAdapter {
         NewAdapter {
-            id: AdapterKey::new("x").unwrap(),
+            id: AdapterId::new("x").unwrap(),
             source: "/nowhere".into(),
             description: "sql".into(),
             examples: vec!["select all rows".into()],

@@ -150,17 +150,7 @@ fn copy_hashed(from: &Path, to: &Path) -> Result<(String, u64)> {
 
 /// sha256 of a file, hex.
 pub(crate) fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).map_err(|e| IndexError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| IndexError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    loramux_types::sha256_file(path).map_err(|e| IndexError::io(path, e))
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::vectors::{TextKind, VectorIndex};
-use crate::{AdapterKey, Embedder, IndexError, Result};
+use crate::{AdapterId, Embedder, IndexError, Result};
 
 pub struct Registry {
     root: PathBuf,
@@ -94,7 +94,7 @@ impl Registry {
         self.catalog()?.list()
     }
 
-    pub fn get(&self, id: &AdapterKey) -> Result<AdapterRecord> {
+    pub fn get(&self, id: &AdapterId) -> Result<AdapterRecord> {
         self.catalog()?
             .get(id)?
             .ok_or_else(|| IndexError::NotFound { id: id.to_string() })
@@ -233,7 +233,7 @@ impl Registry {
     }
 
     /// Deletes an adapter: its row, its files, its vectors.
-    pub fn remove(&mut self, id: &AdapterKey) -> Result<()> {
+    pub fn remove(&mut self, id: &AdapterId) -> Result<()> {
         let _span = tracing::info_span!("unregister", id = %id).entered();
         let mut folder = None;
         let generation = self.catalog_mut()?.write(
@@ -258,7 +258,7 @@ impl Registry {
     }
 
     /// Recomputes the sha256 of an adapter's files and compares with the recorded ones.
-    pub fn verify(&self, id: &AdapterKey) -> Result<()> {
+    pub fn verify(&self, id: &AdapterId) -> Result<()> {
         let record = self.get(id)?;
         let dir = self.adapter_dir(&record);
         for f in &record.files {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::catalog::{Catalog, Change};
 use super::{files, Registry, RegistryConfig};
 use crate::vectors::{AdapterVectors, GraphParams, TextKind, VectorIndex};
-use crate::{AdapterKey, Embedder, IndexError, Result};
+use crate::{AdapterId, Embedder, IndexError, Result};
 
 /// How the index was obtained at open.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +27,7 @@ pub struct OpenReport {
     /// Staging and orphan folders deleted.
     pub swept: Vec<PathBuf>,
     /// Adapters whose files had disappeared, removed from the catalog.
-    pub dropped: Vec<AdapterKey>,
+    pub dropped: Vec<AdapterId>,
     pub index: IndexState,
 }
 
@@ -118,19 +118,18 @@ fn sync_index(
             return Ok((build_index(catalog, embedder, params)?, state));
         }
     };
-    let wanted: HashMap<AdapterKey, i64> = catalog
+    let wanted: HashMap<AdapterId, i64> = catalog
         .list()?
         .into_iter()
         .map(|r| (r.id, r.revision))
         .collect();
-    let stale: Vec<AdapterKey> = index
+    let stale: Vec<AdapterId> = index
         .revisions()
         .filter(|(k, rev)| wanted.get(*k) != Some(rev))
         .map(|(k, _)| k.clone())
         .collect();
-    let present: HashMap<AdapterKey, i64> =
-        index.revisions().map(|(k, r)| (k.clone(), r)).collect();
-    let missing: HashSet<&AdapterKey> = wanted
+    let present: HashMap<AdapterId, i64> = index.revisions().map(|(k, r)| (k.clone(), r)).collect();
+    let missing: HashSet<&AdapterId> = wanted
         .iter()
         .filter(|(k, r)| present.get(*k) != Some(r))
         .map(|(k, _)| k)
@@ -162,7 +161,7 @@ fn sync_index(
 /// Every adapter's vectors from the catalog; texts stored without a vector from this
 /// embedder (a changed embedder) are embedded now and stored back.
 /// An adapter's id, revision and vectors, owned.
-type OwnedVectors = (AdapterKey, i64, Vec<(TextKind, Vec<f32>)>);
+type OwnedVectors = (AdapterId, i64, Vec<(TextKind, Vec<f32>)>);
 
 fn vectors_for(catalog: &mut dyn Catalog, embedder: &dyn Embedder) -> Result<Vec<OwnedVectors>> {
     let mut out = Vec::new();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::vectors::TextKind;
-use crate::AdapterKey;
+use crate::AdapterId;
 
 /// The PEFT configuration in a few fields, as the validator read it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,7 +31,7 @@ pub struct FileRecord {
 /// A registered adapter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterRecord {
-    pub id: AdapterKey,
+    pub id: AdapterId,
     /// Its folder under the registry's `adapters/`.
     pub folder: String,
     pub description: String,
@@ -49,7 +49,7 @@ pub struct AdapterRecord {
 /// A registration request: a PEFT folder and what the adapter is for.
 #[derive(Debug, Clone)]
 pub struct NewAdapter {
-    pub id: AdapterKey,
+    pub id: AdapterId,
     /// The PEFT folder to copy from; it must lie under one of the allowed roots.
     pub source: PathBuf,
     pub description: String,
@@ -64,7 +64,7 @@ pub struct NewAdapter {
 /// (description first, then the examples).
 #[derive(Debug, Clone)]
 pub struct NewRecord {
-    pub id: AdapterKey,
+    pub id: AdapterId,
     pub folder: String,
     pub description: String,
     pub examples: Vec<String>,
@@ -90,7 +90,7 @@ impl NewRecord {
 /// embedder asked for.
 #[derive(Debug, Clone)]
 pub struct StoredTexts {
-    pub id: AdapterKey,
+    pub id: AdapterId,
     pub revision: i64,
     pub texts: Vec<(TextKind, String, Option<Vec<f32>>)>,
 }

@@ -13,7 +13,7 @@ use super::catalog::{Catalog, Change, LockedStep};
 use super::record::{AdapterRecord, ConfigSummary, FileRecord, StoredTexts};
 use super::schema;
 use crate::vectors::TextKind;
-use crate::{AdapterKey, IndexError, Result};
+use crate::{AdapterId, IndexError, Result};
 
 pub struct SqliteCatalog {
     conn: Connection,
@@ -55,7 +55,7 @@ impl SqliteCatalog {
     }
 
     fn read_record(&self, row: RawRow) -> Result<AdapterRecord> {
-        let id = AdapterKey::new(&row.id).map_err(|e| self.corrupt(e.to_string()))?;
+        let id = AdapterId::new(&row.id).map_err(|e| self.corrupt(e.to_string()))?;
         let tags: Vec<String> = serde_json::from_str(&row.tags)
             .map_err(|e| self.corrupt(format!("{id}: tags: {e}")))?;
         let config: ConfigSummary = serde_json::from_str(&row.config)
@@ -100,13 +100,13 @@ impl SqliteCatalog {
         })
     }
 
-    fn records(&self, filter: Option<&AdapterKey>) -> Result<Vec<AdapterRecord>> {
+    fn records(&self, filter: Option<&AdapterId>) -> Result<Vec<AdapterRecord>> {
         let sql =
             "SELECT id, folder, description, tags, config, revision, created_at_ms, updated_at_ms \
                    FROM adapters WHERE ?1 IS NULL OR id = ?1 ORDER BY id";
         let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.db(e))?;
         let raw = stmt
-            .query_map([filter.map(AdapterKey::as_str)], |r| {
+            .query_map([filter.map(AdapterId::as_str)], |r| {
                 Ok(RawRow {
                     id: r.get(0)?,
                     folder: r.get(1)?,
@@ -159,7 +159,7 @@ impl Catalog for SqliteCatalog {
         self.records(None)
     }
 
-    fn get(&self, id: &AdapterKey) -> Result<Option<AdapterRecord>> {
+    fn get(&self, id: &AdapterId) -> Result<Option<AdapterRecord>> {
         Ok(self.records(Some(id))?.pop())
     }
 
@@ -194,7 +194,7 @@ impl Catalog for SqliteCatalog {
                     None => None,
                 };
             if out.last().is_none_or(|s| s.id.as_str() != id) {
-                let key = AdapterKey::new(&id).map_err(|e| self.corrupt(e.to_string()))?;
+                let key = AdapterId::new(&id).map_err(|e| self.corrupt(e.to_string()))?;
                 out.push(StoredTexts {
                     id: key,
                     revision,
@@ -208,7 +208,7 @@ impl Catalog for SqliteCatalog {
         Ok(out)
     }
 
-    fn put_vectors(&mut self, id: &AdapterKey, embedder: &str, vectors: &[Vec<f32>]) -> Result<()> {
+    fn put_vectors(&mut self, id: &AdapterId, embedder: &str, vectors: &[Vec<f32>]) -> Result<()> {
         let path = self.path.clone();
         let db = |e| IndexError::db(&path, e);
         let tx = self.conn.transaction().map_err(db)?;
@@ -231,14 +231,14 @@ impl Catalog for SqliteCatalog {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        let folders: Vec<(AdapterKey, String)> = {
+        let folders: Vec<(AdapterId, String)> = {
             let mut stmt = tx.prepare("SELECT id, folder FROM adapters").map_err(db)?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(db)?;
             rows.into_iter()
-                .filter_map(|(id, folder)| AdapterKey::new(&id).ok().map(|k| (k, folder)))
+                .filter_map(|(id, folder)| AdapterId::new(&id).ok().map(|k| (k, folder)))
                 .collect()
         };
         let mut generation: i64 = tx

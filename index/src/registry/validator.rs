@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::{AdapterKey, ConfigSummary};
+use crate::{AdapterId, ConfigSummary};
 
 /// Why a folder was refused, in words for the user.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -16,7 +16,7 @@ pub struct ValidationError {
 
 pub trait AdapterValidator {
     /// Checks the (already copied) adapter folder `dir` and summarizes its config.
-    fn validate(&self, id: &AdapterKey, dir: &Path) -> Result<ConfigSummary, ValidationError>;
+    fn validate(&self, id: &AdapterId, dir: &Path) -> Result<ConfigSummary, ValidationError>;
 }
 
 /// Accepts every folder with a fixed summary: for tests and benchmarks of the registry
@@ -25,7 +25,7 @@ pub trait AdapterValidator {
 pub struct AcceptAll(pub ConfigSummary);
 
 impl AdapterValidator for AcceptAll {
-    fn validate(&self, _id: &AdapterKey, _dir: &Path) -> Result<ConfigSummary, ValidationError> {
+    fn validate(&self, _id: &AdapterId, _dir: &Path) -> Result<ConfigSummary, ValidationError> {
         Ok(self.0.clone())
     }
 }

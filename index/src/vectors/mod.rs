@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AdapterKey, IndexError, Result};
+use crate::{AdapterId, IndexError, Result};
 use flat::FlatGraph;
 use graph::Graph;
 
@@ -61,7 +61,7 @@ impl TextKind {
 /// One adapter's entry: the revision its vectors came from, and whether it is live.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Entry {
-    pub(crate) key: AdapterKey,
+    pub(crate) key: AdapterId,
     pub(crate) revision: i64,
     pub(crate) live: bool,
 }
@@ -74,12 +74,12 @@ pub(crate) struct PointOwner {
 }
 
 /// One adapter's vectors for [`VectorIndex::insert_many`]: id, revision, `(kind, vector)`s.
-pub type AdapterVectors<'a> = (&'a AdapterKey, i64, &'a [(TextKind, Vec<f32>)]);
+pub type AdapterVectors<'a> = (&'a AdapterId, i64, &'a [(TextKind, Vec<f32>)]);
 
 /// A search result: one indexed text of one adapter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
-    pub key: AdapterKey,
+    pub key: AdapterId,
     pub kind: TextKind,
     pub similarity: f32,
 }
@@ -108,7 +108,7 @@ pub struct VectorIndex {
     dim: usize,
     embedder: String,
     entries: Vec<Entry>,
-    by_key: HashMap<AdapterKey, u32>,
+    by_key: HashMap<AdapterId, u32>,
     points: Vec<PointOwner>,
     dead_points: usize,
 }
@@ -152,7 +152,7 @@ impl VectorIndex {
     }
 
     /// Whether `key` is a live adapter of the index.
-    pub fn contains(&self, key: &AdapterKey) -> bool {
+    pub fn contains(&self, key: &AdapterId) -> bool {
         self.by_key.contains_key(key)
     }
 
@@ -162,7 +162,7 @@ impl VectorIndex {
     }
 
     /// Live adapters and the revision their vectors came from.
-    pub fn revisions(&self) -> impl Iterator<Item = (&AdapterKey, i64)> + '_ {
+    pub fn revisions(&self) -> impl Iterator<Item = (&AdapterId, i64)> + '_ {
         self.by_key.values().map(|&e| {
             let e = &self.entries[e as usize];
             (&e.key, e.revision)
@@ -178,7 +178,7 @@ impl VectorIndex {
     /// Adds (or replaces) one adapter's vectors.
     pub fn insert(
         &mut self,
-        key: &AdapterKey,
+        key: &AdapterId,
         revision: i64,
         vectors: &[(TextKind, Vec<f32>)],
     ) -> Result<()> {
@@ -275,7 +275,7 @@ impl VectorIndex {
     }
 
     /// Tombstones an adapter's points; returns whether it was present.
-    pub fn remove(&mut self, key: &AdapterKey) -> bool {
+    pub fn remove(&mut self, key: &AdapterId) -> bool {
         let Some(entry) = self.by_key.remove(key) else {
             return false;
         };
@@ -341,8 +341,8 @@ fn export_links(graph: &Graph, flat: &mut FlatGraph) {
 mod tests {
     use super::*;
 
-    fn key(s: &str) -> AdapterKey {
-        AdapterKey::new(s).unwrap()
+    fn key(s: &str) -> AdapterId {
+        AdapterId::new(s).unwrap()
     }
 
     fn axis(i: usize, dim: usize) -> Vec<f32> {

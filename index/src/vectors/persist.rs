@@ -315,14 +315,14 @@ mod tests {
 
     use super::super::{AdapterVectors, GraphParams, Hit, TextKind, VectorIndex};
     use super::{FORMAT, MANIFEST};
-    use crate::AdapterKey;
+    use crate::AdapterId;
 
     #[test]
     fn save_then_load_gives_the_same_answers_and_keeps_one_dump() {
         let dir = tempfile::tempdir().unwrap();
         let mut idx = VectorIndex::new(3, "emb", GraphParams::default(), 8);
-        let a = AdapterKey::new("a").unwrap();
-        let b = AdapterKey::new("b").unwrap();
+        let a = AdapterId::new("a").unwrap();
+        let b = AdapterId::new("b").unwrap();
         idx.insert(&a, 1, &[(TextKind::Description, vec![1.0, 0.0, 0.0])])
             .unwrap();
         idx.insert(&b, 2, &[(TextKind::Example, vec![0.0, 1.0, 0.0])])
@@ -365,8 +365,8 @@ mod tests {
     fn random_index(adapters: usize, per: usize, seed: u64) -> (VectorIndex, Vec<Vec<f32>>) {
         let vs = super::super::tests::random_units(adapters * per, 24, seed);
         let mut idx = VectorIndex::new(24, "emb", GraphParams::default(), vs.len());
-        let keys: Vec<AdapterKey> = (0..adapters)
-            .map(|i| AdapterKey::new(&format!("a{i}")).unwrap())
+        let keys: Vec<AdapterId> = (0..adapters)
+            .map(|i| AdapterId::new(&format!("a{i}")).unwrap())
             .collect();
         let texts: Vec<Vec<(TextKind, Vec<f32>)>> = vs
             .chunks(per)
@@ -389,7 +389,7 @@ mod tests {
     fn round_trip_gives_identical_results_and_inserts_still_work() {
         let dir = tempfile::tempdir().unwrap();
         let (mut idx, _) = random_index(300, 10, 11);
-        idx.remove(&AdapterKey::new("a7").unwrap());
+        idx.remove(&AdapterId::new("a7").unwrap());
         let queries = super::super::tests::random_units(100, 24, 12);
         let before = answers(&idx, &queries);
         idx.save(dir.path()).unwrap();
@@ -400,7 +400,7 @@ mod tests {
 
         // An insert reads hnsw_rs's graph, and the new point is found, before and after
         // another round trip.
-        let new = AdapterKey::new("new").unwrap();
+        let new = AdapterId::new("new").unwrap();
         let v = super::super::tests::random_units(1, 24, 13).remove(0);
         back.insert(&new, 2, &[(TextKind::Description, v.clone())])
             .unwrap();
@@ -420,7 +420,7 @@ mod tests {
         idx.save(dir.path()).unwrap();
         let first = files_ending(dir.path(), ".flat");
         let mut back = VectorIndex::load(dir.path(), "emb", 24).unwrap().unwrap();
-        back.remove(&AdapterKey::new("a3").unwrap());
+        back.remove(&AdapterId::new("a3").unwrap());
         back.save(dir.path()).unwrap();
         assert_eq!(files_ending(dir.path(), ".flat"), first);
         let again = VectorIndex::load(dir.path(), "emb", 24).unwrap().unwrap();
@@ -433,7 +433,7 @@ mod tests {
         let mut moved = VectorIndex::load(other.path(), "emb", 24).unwrap().unwrap();
         assert_eq!(moved.len(), 49);
         let v = super::super::tests::random_units(1, 24, 22).remove(0);
-        let new = AdapterKey::new("new").unwrap();
+        let new = AdapterId::new("new").unwrap();
         moved
             .insert(&new, 1, &[(TextKind::Example, v.clone())])
             .unwrap();
@@ -468,7 +468,7 @@ mod tests {
         let len = std::fs::metadata(&graph).unwrap().len() as usize;
         std::fs::write(&graph, vec![7u8; len]).unwrap();
         let mut back = VectorIndex::load(dir.path(), "emb", 24).unwrap().unwrap();
-        let new = AdapterKey::new("new").unwrap();
+        let new = AdapterId::new("new").unwrap();
         let v = super::super::tests::random_units(1, 24, 42).remove(0);
         back.insert(&new, 1, &[(TextKind::Example, v.clone())])
             .unwrap();
@@ -514,7 +514,7 @@ mod tests {
         let mut back = VectorIndex::load(dir.path(), "emb", 3).unwrap().unwrap();
         assert!(back.is_empty());
         assert!(back.search(&[1.0, 0.0, 0.0], 3).unwrap().is_empty());
-        let a = AdapterKey::new("a").unwrap();
+        let a = AdapterId::new("a").unwrap();
         back.insert(&a, 1, &[(TextKind::Example, vec![0.0, 1.0, 0.0])])
             .unwrap();
         assert_eq!(back.search(&[0.0, 1.0, 0.0], 1).unwrap()[0].key, a);

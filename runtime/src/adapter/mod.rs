@@ -8,7 +8,6 @@
 
 mod config;
 mod host_cache;
-mod id;
 mod loaded;
 mod peft_config;
 mod tensor_name;
@@ -20,7 +19,7 @@ pub(crate) mod testing;
 
 pub use config::{module_path, AdapterConfig, LayerSelection, ModuleMatcher};
 pub use host_cache::{HostCache, HostCacheStats};
-pub use id::AdapterId;
 pub use loaded::{Adapter, AdapterSource};
+pub use loramux_types::{AdapterId, InvalidAdapterId};
 pub use peft_config::{IntOrList, OrderedMap, PeftLoraConfig, StringOrList};
 pub use weights::LoraWeights;

@@ -13,7 +13,6 @@ use std::path::Path;
 use memmap2::Mmap;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use sha2::{Digest, Sha256};
 
 use super::config::{module_path, AdapterConfig};
 use super::tensor_name::{self, Side};
@@ -50,7 +49,7 @@ pub(crate) fn read(path: &Path, config: &AdapterConfig, model: &ModelConfig) -> 
     // fault the read, the accepted risk of every mmap-based model loader (candle, safetensors).
     let mmap =
         unsafe { Mmap::map(&file) }.map_err(|e| refuse(format!("cannot map the file: {e}")))?;
-    let sha256 = hex::encode(Sha256::digest(&mmap[..]));
+    let sha256 = loramux_types::sha256_hex(&mmap[..]);
     let tensors = SafeTensors::deserialize(&mmap).map_err(|e| {
         refuse(format!(
             "not a readable safetensors file (truncated or corrupt?): {e}"

@@ -14,10 +14,12 @@ pub struct EngineMetrics {
     finished: AtomicU64,
     cancelled: AtomicU64,
     failed: AtomicU64,
+    admission_nanos: AtomicU64,
+    forward_nanos: AtomicU64,
     bank: Mutex<BankStats>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct MetricsSnapshot {
     pub queue_depth: u64,
     pub running: u64,
@@ -27,6 +29,10 @@ pub struct MetricsSnapshot {
     pub finished: u64,
     pub cancelled: u64,
     pub failed: u64,
+    /// Engine-thread time spent admitting requests (planning, leasing, writing bank slots)
+    /// and running forward passes, in seconds.
+    pub admission_seconds: f64,
+    pub forward_seconds: f64,
     pub bank: BankStats,
 }
 
@@ -54,6 +60,12 @@ impl EngineMetrics {
     pub(super) fn failed(&self) {
         self.failed.fetch_add(1, Relaxed);
     }
+    pub(super) fn timed(&self, admission: std::time::Duration, forward: std::time::Duration) {
+        self.admission_nanos
+            .fetch_add(admission.as_nanos() as u64, Relaxed);
+        self.forward_nanos
+            .fetch_add(forward.as_nanos() as u64, Relaxed);
+    }
     pub(super) fn set_bank(&self, stats: BankStats) {
         if let Ok(mut b) = self.bank.lock() {
             *b = stats;
@@ -70,6 +82,8 @@ impl EngineMetrics {
             finished: self.finished.load(Relaxed),
             cancelled: self.cancelled.load(Relaxed),
             failed: self.failed.load(Relaxed),
+            admission_seconds: self.admission_nanos.load(Relaxed) as f64 * 1e-9,
+            forward_seconds: self.forward_nanos.load(Relaxed) as f64 * 1e-9,
             bank: self.bank.lock().map(|b| *b).unwrap_or_default(),
         }
     }

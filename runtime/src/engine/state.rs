@@ -137,10 +137,12 @@ impl EngineState {
     /// One engine step: admissions, then one batched forward over the running sequences
     /// (none when nothing runs). Requests still waiting afterwards have waited one step more.
     pub fn step(&mut self) -> StepReport {
+        let started = std::time::Instant::now();
         let mut report = StepReport {
             admitted: self.admit(),
             ..StepReport::default()
         };
+        let admitted = std::time::Instant::now();
         let before = self.running.len();
         // A dropped event receiver means the client went away: free its slot at once.
         self.running.retain(|r| !r.request.events.is_closed());
@@ -151,6 +153,7 @@ impl EngineState {
         if !self.running.is_empty() {
             (report.prompt_tokens, report.generated) = self.forward();
         }
+        self.metrics.timed(admitted - started, admitted.elapsed());
         for w in &mut self.waiting {
             w.waited_steps += 1;
         }

@@ -1,15 +1,23 @@
 //! `AdapterId`: the validated name of an adapter, `[a-z0-9][a-z0-9._-]{0,63}`.
 //!
-//! The id travels in URLs, file names and metrics labels, so it is checked once, here, and
-//! every other type can take an `AdapterId` without checking again. It serializes as the
-//! plain string.
+//! The id travels in URLs, file names (a registry folder is named by it: ".." and "a/b" must
+//! never pass) and metrics labels, so it is checked once, here, and every crate takes an
+//! `AdapterId` without checking again. It serializes as the plain string.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, RuntimeError};
+/// Why a name is not a valid adapter id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid adapter id {id:?}: {reason}")]
+pub struct InvalidAdapterId {
+    pub id: String,
+    pub reason: String,
+}
+
+type Result<T> = std::result::Result<T, InvalidAdapterId>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -21,7 +29,7 @@ impl AdapterId {
 
     pub fn new(name: &str) -> Result<Self> {
         let bad = |reason: String| {
-            Err(RuntimeError::InvalidAdapterId {
+            Err(InvalidAdapterId {
                 id: name.to_string(),
                 reason,
             })
@@ -60,7 +68,8 @@ fn is_allowed(c: char) -> bool {
 
 impl fmt::Display for AdapterId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad` honours width and alignment, so ids line up in tables.
+        f.pad(&self.0)
     }
 }
 
@@ -71,7 +80,7 @@ impl AsRef<str> for AdapterId {
 }
 
 impl FromStr for AdapterId {
-    type Err = RuntimeError;
+    type Err = InvalidAdapterId;
 
     fn from_str(s: &str) -> Result<Self> {
         Self::new(s)
@@ -79,7 +88,7 @@ impl FromStr for AdapterId {
 }
 
 impl TryFrom<String> for AdapterId {
-    type Error = RuntimeError;
+    type Error = InvalidAdapterId;
 
     fn try_from(s: String) -> Result<Self> {
         Self::new(&s)
@@ -120,10 +129,7 @@ mod tests {
         ];
         for (name, needle) in cases {
             let err = AdapterId::new(name).unwrap_err();
-            assert!(
-                matches!(err, RuntimeError::InvalidAdapterId { ref id, .. } if id == name),
-                "{err}"
-            );
+            assert_eq!(err.id, name);
             assert!(err.to_string().contains(needle), "{name:?}: {err}");
         }
     }
