@@ -57,6 +57,21 @@ impl DeviceSlotStack {
         self.sync_slot(slot)
     }
 
+    /// [`SlotStack::write_slot_prepared`] on the host, then the device copy.
+    pub fn write_slot_prepared(
+        &mut self,
+        slot: usize,
+        a: &[f32],
+        b: &[f32],
+        rank: usize,
+        scale: f32,
+        small: std::sync::Arc<crate::SmallGroupCopy>,
+    ) -> Result<()> {
+        self.host
+            .write_slot_prepared(slot, a, b, rank, scale, small)?;
+        self.sync_slot(slot)
+    }
+
     /// Empties a slot (rank 0) on the host and the device.
     pub fn clear_slot(&mut self, slot: usize) -> Result<()> {
         self.host.clear_slot(slot);

@@ -10,6 +10,8 @@
 //! are exactly representable in f16 (adapters saved in f16, as PEFT usually saves them) that
 //! copy is f16, half the bytes, and the sums are unchanged.
 
+use std::sync::Arc;
+
 use crate::{KernelError, Result};
 use half::f16;
 
@@ -22,6 +24,44 @@ pub enum SmallGroupCopy {
     Full { b_t: Vec<f32> },
 }
 
+impl SmallGroupCopy {
+    /// The copy of A `[rank, d_in]` and B `[d_out, rank]`: B transposed, and both in f16
+    /// when every value survives it. This is the conversion work of a slot write, so it can
+    /// be done once, when an adapter is loaded, away from the thread that runs the steps.
+    pub fn of(a: &[f32], b: &[f32], rank: usize, d_out: usize) -> Self {
+        let mut b_t = vec![0f32; rank * d_out];
+        for (o, src) in b.chunks_exact(rank.max(1)).enumerate().take(d_out) {
+            for (j, &v) in src.iter().enumerate().take(rank) {
+                b_t[j * d_out + o] = v;
+            }
+        }
+        if exact_in_f16(a) && exact_in_f16(&b_t) {
+            Self::Half {
+                a: a.iter().map(|&v| f16::from_f32(v)).collect(),
+                b_t: b_t.iter().map(|&v| f16::from_f32(v)).collect(),
+            }
+        } else {
+            Self::Full { b_t }
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Half { a, b_t } => 2 * (a.len() + b_t.len()),
+            Self::Full { b_t } => 4 * b_t.len(),
+        }
+    }
+
+    /// Lengths of its copy of A (0 for `Full`, which reads A from the stack) and of Bᵀ.
+    fn lens(&self) -> (usize, usize) {
+        match self {
+            Self::Half { a, b_t } => (a.len(), b_t.len()),
+            Self::Full { b_t } => (0, b_t.len()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SlotStack {
     slots: usize,
@@ -32,7 +72,7 @@ pub struct SlotStack {
     b: Vec<f32>,
     /// Per slot, what the CPU path's small groups read: they expand with contiguous row
     /// updates from Bᵀ. Costs as much memory as B again (in f32), or A and B at half size.
-    small: Vec<SmallGroupCopy>,
+    small: Vec<Arc<SmallGroupCopy>>,
     scale: Vec<f32>,
     rank: Vec<usize>,
 }
@@ -46,7 +86,9 @@ impl SlotStack {
             d_out,
             a: vec![0.0; slots * r_max * d_in],
             b: vec![0.0; slots * d_out * r_max],
-            small: vec![SmallGroupCopy::Full { b_t: Vec::new() }; slots],
+            small: (0..slots)
+                .map(|_| Arc::new(SmallGroupCopy::Full { b_t: Vec::new() }))
+                .collect(),
             scale: vec![0.0; slots],
             rank: vec![0; slots],
         }
@@ -121,6 +163,21 @@ impl SlotStack {
         rank: usize,
         scale: f32,
     ) -> Result<()> {
+        let small = Arc::new(SmallGroupCopy::of(a, b, rank, self.d_out));
+        self.write_slot_prepared(slot, a, b, rank, scale, small)
+    }
+
+    /// [`SlotStack::write_slot`] with the small-group copy already made
+    /// ([`SmallGroupCopy::of`] of the same `a` and `b`): only copies, no conversion.
+    pub fn write_slot_prepared(
+        &mut self,
+        slot: usize,
+        a: &[f32],
+        b: &[f32],
+        rank: usize,
+        scale: f32,
+        small: Arc<SmallGroupCopy>,
+    ) -> Result<()> {
         if slot >= self.slots {
             return Err(KernelError::SlotOutOfRange {
                 row: 0,
@@ -149,32 +206,27 @@ impl SlotStack {
         };
         check("A", a.len(), rank * self.d_in)?;
         check("B", b.len(), self.d_out * rank)?;
+        let (small_a, small_b_t) = small.lens();
+        if small_a != 0 {
+            check("the f16 copy of A", small_a, rank * self.d_in)?;
+        }
+        check("the copy of Bᵀ", small_b_t, rank * self.d_out)?;
         let (r_max, d_in, d_out) = (self.r_max, self.d_in, self.d_out);
         let a_dst = &mut self.a[slot * r_max * d_in..(slot + 1) * r_max * d_in];
-        a_dst.fill(0.0);
         a_dst[..rank * d_in].copy_from_slice(a);
+        a_dst[rank * d_in..].fill(0.0);
         let b_dst = &mut self.b[slot * d_out * r_max..(slot + 1) * d_out * r_max];
-        b_dst.fill(0.0);
+        if rank == 0 {
+            b_dst.fill(0.0);
+        }
         for (row, src) in b_dst
             .chunks_exact_mut(r_max)
             .zip(b.chunks_exact(rank.max(1)))
         {
             row[..rank].copy_from_slice(&src[..rank]);
+            row[rank..].fill(0.0);
         }
-        let mut b_t = vec![0f32; rank * d_out];
-        for (o, src) in b.chunks_exact(rank.max(1)).enumerate().take(d_out) {
-            for (j, &v) in src.iter().enumerate().take(rank) {
-                b_t[j * d_out + o] = v;
-            }
-        }
-        self.small[slot] = if exact_in_f16(a) && exact_in_f16(&b_t) {
-            SmallGroupCopy::Half {
-                a: a.iter().map(|&v| f16::from_f32(v)).collect(),
-                b_t: b_t.iter().map(|&v| f16::from_f32(v)).collect(),
-            }
-        } else {
-            SmallGroupCopy::Full { b_t }
-        };
+        self.small[slot] = small;
         self.rank[slot] = rank;
         self.scale[slot] = scale;
         Ok(())
@@ -185,7 +237,7 @@ impl SlotStack {
         if slot < self.slots {
             self.rank[slot] = 0;
             self.scale[slot] = 0.0;
-            self.small[slot] = SmallGroupCopy::Full { b_t: Vec::new() };
+            self.small[slot] = Arc::new(SmallGroupCopy::Full { b_t: Vec::new() });
         }
     }
 }
@@ -193,4 +245,73 @@ impl SlotStack {
 /// Whether every value survives a round trip through f16 unchanged.
 fn exact_in_f16(values: &[f32]) -> bool {
     values.iter().all(|&v| f16::from_f32(v).to_f32() == v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn values(rng: &mut StdRng, n: usize, f16_exact: bool) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let v: f32 = rng.random_range(-1.0..1.0);
+                if f16_exact {
+                    f16::from_f32(v).to_f32()
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
+    /// A prepared write leaves the slot exactly as a plain one does, whatever the slot held
+    /// before (a larger rank's values in the padding), for f16-exact and other values.
+    #[test]
+    fn a_prepared_write_equals_a_plain_write() {
+        let (slots, r_max, d_in, d_out) = (3, 8, 40, 24);
+        let mut rng = StdRng::seed_from_u64(7);
+        for f16_exact in [true, false] {
+            let mut plain = SlotStack::new(slots, r_max, d_in, d_out);
+            let old_a = values(&mut rng, r_max * d_in, false);
+            let old_b = values(&mut rng, d_out * r_max, false);
+            plain.write_slot(1, &old_a, &old_b, r_max, 2.0).unwrap();
+            let mut prepared = plain.clone();
+            let rank = 3;
+            let a = values(&mut rng, rank * d_in, f16_exact);
+            let b = values(&mut rng, d_out * rank, f16_exact);
+            plain.write_slot(1, &a, &b, rank, 0.5).unwrap();
+            let small = Arc::new(SmallGroupCopy::of(&a, &b, rank, d_out));
+            assert_eq!(matches!(*small, SmallGroupCopy::Half { .. }), f16_exact);
+            prepared
+                .write_slot_prepared(1, &a, &b, rank, 0.5, small)
+                .unwrap();
+            assert_eq!(plain.a_all(), prepared.a_all());
+            assert_eq!(plain.b_all(), prepared.b_all());
+            assert_eq!((plain.rank(1), plain.scale(1)), (rank, 0.5));
+            assert_eq!((prepared.rank(1), prepared.scale(1)), (rank, 0.5));
+            assert_eq!(
+                format!("{:?}", plain.small_group_copy(1)),
+                format!("{:?}", prepared.small_group_copy(1))
+            );
+            // The padding of the old rank-8 values is gone.
+            assert!(prepared.a(1)[rank * d_in..].iter().all(|&v| v == 0.0));
+        }
+    }
+
+    #[test]
+    fn a_copy_made_for_other_weights_is_refused() {
+        let mut stack = SlotStack::new(2, 8, 16, 12);
+        let mut rng = StdRng::seed_from_u64(1);
+        let (a, b) = (
+            values(&mut rng, 4 * 16, true),
+            values(&mut rng, 12 * 4, true),
+        );
+        let other = Arc::new(SmallGroupCopy::of(&a[..2 * 16], &b[..12 * 2], 2, 12));
+        let err = stack
+            .write_slot_prepared(0, &a, &b, 4, 1.0, other)
+            .unwrap_err();
+        assert!(matches!(err, KernelError::SlotShape { .. }), "{err}");
+    }
 }

@@ -7,6 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use loramux_kernels::SmallGroupCopy;
 
 use super::config::AdapterConfig;
 use super::tensors;
@@ -28,6 +31,24 @@ pub struct Adapter {
     source: AdapterSource,
     config: AdapterConfig,
     weights: BTreeMap<(usize, ModuleKind), LoraWeights>,
+    /// Per module, the bank's small-group copy of its weights, made when the adapter is
+    /// built (on the loading thread) so that writing a bank slot only copies.
+    prepared: BTreeMap<(usize, ModuleKind), Arc<SmallGroupCopy>>,
+}
+
+/// The small-group copies of every module's weights.
+fn prepare(
+    weights: &BTreeMap<(usize, ModuleKind), LoraWeights>,
+    model: &ModelConfig,
+) -> BTreeMap<(usize, ModuleKind), Arc<SmallGroupCopy>> {
+    weights
+        .iter()
+        .map(|(&(layer, module), w)| {
+            let (_, d_out) = model.module_shape(module);
+            let copy = SmallGroupCopy::of(&w.a, &w.b, w.rank, d_out);
+            ((layer, module), Arc::new(copy))
+        })
+        .collect()
 }
 
 impl Adapter {
@@ -57,6 +78,7 @@ impl Adapter {
                 sha256: file.sha256,
             },
             config,
+            prepared: prepare(&file.weights, model),
             weights: file.weights,
         })
     }
@@ -103,6 +125,7 @@ impl Adapter {
             id,
             source: AdapterSource::Memory,
             config,
+            prepared: prepare(&map, model),
             weights: map,
         })
     }
@@ -138,12 +161,20 @@ impl Adapter {
     pub fn modules(&self) -> impl Iterator<Item = ((usize, ModuleKind), &LoraWeights)> + '_ {
         self.weights.iter().map(|(&k, w)| (k, w))
     }
-    /// Bytes of weights held in host memory (A and B of every module, f32).
+    /// The bank's small-group copy of one module's weights (see [`SmallGroupCopy::of`]).
+    pub fn prepared(&self, layer: usize, module: ModuleKind) -> Option<&Arc<SmallGroupCopy>> {
+        self.prepared.get(&(layer, module))
+    }
+
+    /// Bytes of weights held in host memory: A and B of every module in f32, and their
+    /// small-group copies.
     pub fn host_bytes(&self) -> usize {
-        self.weights
+        let weights: usize = self
+            .weights
             .values()
             .map(|w| (w.a.len() + w.b.len()) * std::mem::size_of::<f32>())
-            .sum()
+            .sum();
+        weights + self.prepared.values().map(|c| c.bytes()).sum::<usize>()
     }
 
     pub fn num_modules(&self) -> usize {

@@ -98,7 +98,12 @@ impl ModuleStacks {
                     &self.device,
                 )?),
             };
-            stack.write_slot(slot, &w.a, &w.b, w.rank, w.scale)?;
+            match adapter.prepared(layer, module) {
+                Some(small) => {
+                    stack.write_slot_prepared(slot, &w.a, &w.b, w.rank, w.scale, small.clone())?
+                }
+                None => stack.write_slot(slot, &w.a, &w.b, w.rank, w.scale)?,
+            }
         }
         Ok(())
     }
