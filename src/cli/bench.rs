@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// CI smoke run: batches 1 and 8, few steps.
     #[arg(long)]
     quick: bool,
+    /// How the GGUF's weights are kept; native-candle runs loramux's model on candle's
+    /// quantized kernels instead of the packed ones, for comparison.
+    #[arg(long, value_enum, default_value = "native")]
+    dtype: super::generate::DtypeArg,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -79,6 +83,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         rank: args.rank,
         adapters,
         f16_adapters: !args.f32_adapters,
+        dtype: args.dtype.into(),
         device: args.device,
         ..defaults
     };

@@ -21,6 +21,9 @@ pub enum DtypeArg {
     Stored,
     /// Dequantize everything to f32 (precise; what the reference tests use).
     F32,
+    /// As native, through candle's quantized kernels instead of loramux's packed ones (the
+    /// baseline of `loramux bench`).
+    NativeCandle,
 }
 
 impl From<DtypeArg> for WeightDtype {
@@ -29,6 +32,7 @@ impl From<DtypeArg> for WeightDtype {
             DtypeArg::Native => WeightDtype::Native,
             DtypeArg::Stored => WeightDtype::Stored,
             DtypeArg::F32 => WeightDtype::F32,
+            DtypeArg::NativeCandle => WeightDtype::NativeCandle,
         }
     }
 }

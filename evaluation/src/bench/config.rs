@@ -98,6 +98,8 @@ pub struct BenchConfig {
     /// Whether the random adapters' values are f16 values, as PEFT saves adapters (the zoo's
     /// are f16); `false` gives arbitrary f32 values.
     pub f16_adapters: bool,
+    /// How a GGUF's weights are kept (`NativeCandle`: candle's kernels for the base product).
+    pub dtype: loramux_runtime::WeightDtype,
 }
 
 impl BenchConfig {
@@ -117,6 +119,7 @@ impl BenchConfig {
             adapters,
             seed: 42,
             f16_adapters: true,
+            dtype: loramux_runtime::WeightDtype::Native,
         }
     }
 

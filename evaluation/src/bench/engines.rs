@@ -33,7 +33,7 @@ impl Engines {
         let backend = config.device.backend()?;
         let LoadedModel { model, tokenizer } = config
             .model
-            .load(&backend, config.seed)
+            .load(&backend, config.dtype, config.seed)
             .with_context(|| format!("loading {} on {}", config.model, config.device))?;
         let cfg = model.config().clone();
         let limit = cfg.max_position.min(CANDLE_MAX_POSITIONS);

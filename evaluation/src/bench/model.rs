@@ -36,10 +36,15 @@ pub struct LoadedModel {
 }
 
 impl BenchModel {
-    pub fn load(&self, backend: &ModelBackend, seed: u64) -> Result<LoadedModel> {
+    pub fn load(
+        &self,
+        backend: &ModelBackend,
+        dtype: WeightDtype,
+        seed: u64,
+    ) -> Result<LoadedModel> {
         match self {
             Self::Gguf(path) => {
-                let base = BaseModel::load_on(path, WeightDtype::Native, backend)
+                let base = BaseModel::load_on(path, dtype, backend)
                     .with_context(|| format!("loading {}", path.display()))?;
                 Ok(LoadedModel {
                     model: base.model,

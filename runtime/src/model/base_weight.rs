@@ -32,21 +32,11 @@ impl BaseWeight {
             Self::Candle { quantized, dense } => {
                 let xt = Tensor::from_slice(x, (x.len() / d_in, d_in), &Device::Cpu)?;
                 let y = match dense {
-                    Some(w) if xt.dim(0)? >= dense_min_rows() => xt.matmul(&w.t()?)?,
+                    Some(w) if xt.dim(0)? >= DENSE_MIN_ROWS => xt.matmul(&w.t()?)?,
                     _ => quantized.forward(&xt)?,
                 };
                 Ok(y.flatten_all()?.to_vec1::<f32>()?)
             }
         }
     }
-}
-
-fn dense_min_rows() -> usize {
-    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *ROWS.get_or_init(|| {
-        std::env::var("LORAMUX_DENSE_MIN_ROWS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(DENSE_MIN_ROWS)
-    })
 }

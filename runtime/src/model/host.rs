@@ -40,14 +40,15 @@ impl HostModel {
             .dequantize(&Device::Cpu)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        match (dtype, packed_kernel()) {
+        match (dtype, packed_kernel(dtype)) {
             (WeightDtype::Native, Some(k)) => {
                 tracing::info!("base weights: packed integer kernels, {} tier", k.name())
             }
             _ => tracing::info!("base weights: candle's kernels ({dtype:?})"),
         }
         // Dense f32 copies for many-row matmuls, when the whole model fits in DENSE_BUDGET.
-        let dense = dtype == WeightDtype::Native && cfg.f32_bytes() <= DENSE_BUDGET;
+        let dense = matches!(dtype, WeightDtype::Native | WeightDtype::NativeCandle)
+            && cfg.f32_bytes() <= DENSE_BUDGET;
         let group = |l: usize, g: GroupWeights| -> Result<ProjectionGroup> {
             Ok(ProjectionGroup::new(
                 l,
@@ -122,7 +123,7 @@ impl HostModel {
 }
 
 fn matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeight> {
-    if let (WeightDtype::Native, Some(kernel)) = (dtype, packed_kernel()) {
+    if let Some(kernel) = packed_kernel(dtype) {
         if let Some(w) = PackedWeight::from_qtensor(&t)? {
             return Ok(BaseWeight::Packed(w, kernel));
         }
@@ -138,13 +139,12 @@ fn matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeight> {
 }
 
 /// The packed integer kernel for `--dtype native` (VNNI or AVX2, chosen at run time), unless
-/// this CPU has neither or
-/// `LORAMUX_BASE_MATMUL=candle` asks for candle's kernels (to compare the two).
-fn packed_kernel() -> Option<Kernel> {
-    if std::env::var("LORAMUX_BASE_MATMUL").is_ok_and(|v| v == "candle") {
-        return None;
+/// this CPU has neither.
+fn packed_kernel(dtype: WeightDtype) -> Option<Kernel> {
+    match dtype {
+        WeightDtype::Native => Kernel::best(),
+        _ => None,
     }
-    Kernel::best()
 }
 
 fn candle_matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeight> {
@@ -154,13 +154,15 @@ fn candle_matmul(t: QTensor, dtype: WeightDtype, dense: bool) -> Result<BaseWeig
         None
     };
     let quantized = match dtype {
-        WeightDtype::Native if lacks_simd_kernel(t.dtype()) => {
+        WeightDtype::Native | WeightDtype::NativeCandle if lacks_simd_kernel(t.dtype()) => {
             // candle has only scalar dot products for these formats (about 5x slower than its
             // AVX2/AVX-512 Q8_0 path). Re-rounding 4/5-bit values to 8 bits loses little, so
             // convert once at load.
             QMatMul::from_qtensor(to_q8_0(&t)?)?
         }
-        WeightDtype::Native | WeightDtype::Stored => QMatMul::from_qtensor(t)?,
+        WeightDtype::Native | WeightDtype::NativeCandle | WeightDtype::Stored => {
+            QMatMul::from_qtensor(t)?
+        }
         WeightDtype::F32 => QMatMul::Tensor(t.dequantize(&Device::Cpu)?),
     };
     Ok(BaseWeight::Candle { quantized, dense })

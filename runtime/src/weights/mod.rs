@@ -58,12 +58,16 @@ impl TensorRole {
 }
 
 /// How projection weights are kept in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum WeightDtype {
     /// Quantized: GGUF tensors stay quantized for candle's QMatMul kernels; formats candle
     /// has no SIMD kernel for (Q4_1, Q5_0, Q5_1) are re-quantized to Q8_0 once at load.
     #[default]
     Native,
+    /// As `Native`, but every quantized matmul through candle's kernels instead of the
+    /// packed integer ones: the baseline `loramux bench` compares them with.
+    NativeCandle,
     /// Exactly as stored, every format kept as is (slower for Q4_1/Q5_x; for comparisons).
     Stored,
     /// Everything dequantized to f32: the precise mode the reference tests run in.
