@@ -7,7 +7,7 @@
 #
 # Usage: scripts/serve-bench.sh [--seconds 60] [--rounds 2] [--soak-adapters 2000] [--soak-seconds 120]
 #                               [--host-cache 1G] [--out DIR]
-# The comparison runs with a 3G host cache (all 256 adapters fit, as in S-LoRA); the soak
+# --seconds 0 skips the comparison, --soak-adapters 0 the soak. The comparison runs with a 3G host cache (all 256 adapters fit, as in S-LoRA); the soak
 # with --host-cache, so most of its adapters are read again from disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,21 +52,25 @@ stop_server() {
 }
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) threads"
 # S-LoRA's setting: every adapter fits in host memory (256 x 9.8 MB in f32), bank slots do not.
-start_server 3G
-(cd tests && "$venv/bin/python" serve_bench.py "http://127.0.0.1:$port" --clients 32 \
-  --seconds "$seconds" --rounds "$rounds" --compare 4,256)
-stop_server
+if [ "$seconds" -gt 0 ]; then
+  start_server 3G
+  (cd tests && "$venv/bin/python" serve_bench.py "http://127.0.0.1:$port" --clients 32 \
+    --seconds "$seconds" --rounds "$rounds" --compare 4,256)
+  stop_server
+fi
 if [ "$soak_adapters" -gt 0 ]; then
   start_server "$host_cache"
   model_rss=$(awk '/VmRSS/ {print int($2/1024)}' /proc/$server/status)
   # The bound: the model as loaded, the host budget, the bank's stacks (16 slots of rank 8,
-  # f32, all seven projections of 30 layers), and what is in flight outside the cache: one
-  # adapter (f32) per client, plus 256 MiB for the clients' KV caches and buffers.
+  # f32, all seven projections of 30 layers, and each slot's f16 small-group copy), and what
+  # is in flight outside the cache: one adapter (f32 weights and their f16 copy) per client,
+  # plus 256 MiB for the clients' KV caches and buffers.
   budget_mb=$(python3 -c "
 s='$host_cache'; m={'K':1/1024,'M':1,'G':1024}
 print(int(float(s[:-1])*m[s[-1]]) if s[-1] in m else int(s)//(1<<20))")
-  bank_mb=$(( 16 * 8 * 10176 * 30 * 4 / 1048576 ))
-  inflight_mb=$(( 32 * 8 * 10176 * 30 * 4 / 1048576 + 256 ))
+  adapter_bytes=$(( 8 * 10176 * 30 * 4 ))
+  bank_mb=$(( 16 * adapter_bytes * 3 / 2 / 1048576 ))
+  inflight_mb=$(( 32 * adapter_bytes * 3 / 2 / 1048576 + 256 ))
   limit=$(( model_rss + budget_mb + bank_mb + inflight_mb ))
   echo "RSS bound: model ${model_rss} + host cache ${budget_mb} + bank ${bank_mb} + in flight ${inflight_mb} = ${limit} MiB"
   (cd tests && "$venv/bin/python" serve_bench.py "http://127.0.0.1:$port" --clients 32 --soak "$soak_adapters" \

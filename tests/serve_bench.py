@@ -111,7 +111,7 @@ def main():
         for n in counts:
             print(f"{n} adapters: mean aggregate tokens/s {mean(n):.1f} over {a.rounds} rounds")
         for n in counts[1:]:
-            print(f"aggregate tokens/s, {n} adapters / {counts[0]} adapters: {mean(n) / mean(counts[0]):.3f}")
+            print(f"aggregate tokens/s, {n} adapters / {counts[0]} adapters: {mean(n) / max(mean(counts[0]), 1e-9):.3f}")
         print(json.dumps(results))
     if a.soak:
         samples = []
