@@ -41,6 +41,18 @@ pub enum CatalogError {
     Internal(String),
 }
 
+impl CatalogError {
+    /// Replaces `path` with `name` in what the client is told; internal details, which
+    /// only the log sees, keep it.
+    pub fn redact(self, path: &str, name: &str) -> Self {
+        match self {
+            Self::Rejected(why) => Self::Rejected(why.replace(path, name)),
+            Self::Conflict(why) => Self::Conflict(why.replace(path, name)),
+            other => other,
+        }
+    }
+}
+
 pub trait AdapterCatalog: Send + Sync {
     fn list(&self) -> Vec<CatalogEntry>;
     fn get(&self, id: &str) -> Option<CatalogEntry>;

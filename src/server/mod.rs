@@ -307,6 +307,7 @@ async fn register_adapter(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
     let mut _staging = None;
+    let mut staging_dir = None;
     let registration = if upload::is_multipart(&req) {
         let root = state
             .catalog
@@ -318,6 +319,7 @@ async fn register_adapter(
             generation::request_id()
         ));
         let reg = upload::read_multipart(&req, payload, &dir).await;
+        staging_dir = Some(dir.display().to_string());
         _staging = Some(upload::Staging(dir));
         reg?
     } else {
@@ -339,7 +341,23 @@ async fn register_adapter(
     let entry = web::block(move || st.catalog.register(registration))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(catalog_error)?;
+        .map_err(|e| {
+            // The registry's own folders (uploads and its staging copies) are the server's
+            // paths: the client is told which file, not where the server keeps it.
+            let e = match &staging_dir {
+                Some(dir) => e.redact(dir, "the uploaded files"),
+                None => e,
+            };
+            match state
+                .catalog
+                .upload_dir()
+                .as_deref()
+                .and_then(std::path::Path::parent)
+            {
+                Some(root) => catalog_error(e.redact(&root.display().to_string(), "<registry>")),
+                None => catalog_error(e),
+            }
+        })?;
     state.adapters.forget(&entry.id);
     state.metrics.request("adapters_register", 201);
     Ok(HttpResponse::Created().json(entry_json(&entry)))

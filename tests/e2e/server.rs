@@ -532,7 +532,7 @@ async fn registry_registration_auto_routing_and_admin_auth() {
 
     // Multipart upload of the two PEFT files.
     let boundary = "loramuxBoundary7";
-    let multipart = |files: &[&str]| {
+    let multipart_from = |source: &Path, files: &[&str]| {
         let mut body = Vec::new();
         for (name, value) in [
             ("id", "uploaded"),
@@ -544,8 +544,7 @@ async fn registry_registration_auto_routing_and_admin_auth() {
             );
         }
         for file in files {
-            let bytes =
-                std::fs::read(fixtures.join("r4_rank_pattern").join(file)).expect("fixture file");
+            let bytes = std::fs::read(source.join(file)).expect("fixture file");
             body.extend(
                 format!(
                     "--{boundary}\r\nContent-Disposition: form-data; name=\"{file}\"; filename=\"{file}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
@@ -566,8 +565,41 @@ async fn registry_registration_auto_routing_and_admin_auth() {
             .set_payload(body)
             .to_request()
     };
+    let good = fixtures.join("r4_rank_pattern");
+    let multipart = |files: &[&str]| multipart_from(&good, files);
     let half = test::call_service(&app, multipart(&["adapter_config.json"])).await;
     assert_eq!(half.status().as_u16(), 400, "one file is not an adapter");
+    // Truncated weights reach the registry's validation, whose refusal names the files.
+    let broken = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        good.join("adapter_config.json"),
+        broken.path().join("adapter_config.json"),
+    )
+    .expect("copy");
+    let weights = std::fs::read(good.join("adapter_model.safetensors")).expect("weights");
+    std::fs::write(
+        broken.path().join("adapter_model.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .expect("write");
+    let refused = test::call_service(
+        &app,
+        multipart_from(
+            broken.path(),
+            &["adapter_config.json", "adapter_model.safetensors"],
+        ),
+    )
+    .await;
+    assert_eq!(
+        refused.status().as_u16(),
+        400,
+        "truncated weights are refused"
+    );
+    let why = String::from_utf8(test::read_body(refused).await.to_vec()).expect("utf-8");
+    assert!(
+        why.contains("adapter_model.safetensors") && !why.contains(&*dir.path().to_string_lossy()),
+        "the refusal names the upload, not the server's staging folder: {why}"
+    );
     let up = test::call_service(
         &app,
         multipart(&["adapter_config.json", "adapter_model.safetensors"]),
