@@ -5,7 +5,9 @@
 //! scale per slot. On a CPU device only the host copy exists. The host copy stays the
 //! source of truth: calls the CUDA kernels cannot take (see `eligibility`) run on it.
 
-use crate::{KernelError, Result, SlotStack};
+use std::sync::Arc;
+
+use crate::{KernelError, Result, SlotStack, SmallGroupCopy};
 use candle_core::{DType, Device};
 
 pub struct DeviceSlotStack {
@@ -53,8 +55,8 @@ impl DeviceSlotStack {
         rank: usize,
         scale: f32,
     ) -> Result<()> {
-        self.host.write_slot(slot, a, b, rank, scale)?;
-        self.sync_slot(slot)
+        let small = Arc::new(SmallGroupCopy::of(a, b, rank, self.host.d_out()));
+        self.write_slot_prepared(slot, a, b, rank, scale, small)
     }
 
     /// [`SlotStack::write_slot_prepared`] on the host, then the device copy.
@@ -65,7 +67,7 @@ impl DeviceSlotStack {
         b: &[f32],
         rank: usize,
         scale: f32,
-        small: std::sync::Arc<crate::SmallGroupCopy>,
+        small: Arc<SmallGroupCopy>,
     ) -> Result<()> {
         self.host
             .write_slot_prepared(slot, a, b, rank, scale, small)?;

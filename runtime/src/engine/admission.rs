@@ -18,9 +18,9 @@ use std::hash::Hash;
 
 /// What the planner sees of one waiting request.
 #[derive(Debug, Clone)]
-pub struct Waiter<K> {
+pub struct Waiter<'a, K> {
     /// Residency keys of its adapters (the mixture's, in any order).
-    pub adapters: Vec<K>,
+    pub adapters: &'a [K],
     /// Engine steps it has waited since it was queued.
     pub waited_steps: usize,
 }
@@ -62,7 +62,7 @@ pub fn plan_admissions<K: Clone + Eq + Hash>(
     limits: AdmissionLimits,
     running: usize,
     bank: &BankView<K>,
-    waiting: &[Waiter<K>],
+    waiting: &[Waiter<'_, K>],
 ) -> Vec<Decision<K>> {
     let mut pinned: HashSet<K> = bank.pinned.iter().cloned().collect();
     // Idle adapters in eviction order; an entry becomes `None` once pinned or evicted.
@@ -140,9 +140,9 @@ mod tests {
         max_wait_steps: 4,
     };
 
-    fn waiter(adapters: &[&'static str], waited_steps: usize) -> Waiter<&'static str> {
+    fn waiter<'a>(adapters: &'a [&'static str], waited_steps: usize) -> Waiter<'a, &'static str> {
         Waiter {
-            adapters: adapters.to_vec(),
+            adapters,
             waited_steps,
         }
     }
@@ -313,7 +313,7 @@ mod tests {
             let waiting: Vec<Waiter<&str>> = waiting_ids
                 .iter()
                 .map(|&j| Waiter {
-                    adapters: jobs[j].adapters.clone(),
+                    adapters: &jobs[j].adapters,
                     waited_steps: step - jobs[j].queued_at,
                 })
                 .collect();

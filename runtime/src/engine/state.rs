@@ -238,7 +238,7 @@ impl EngineState {
             .waiting
             .iter()
             .map(|w| Waiter {
-                adapters: w.keys.clone(),
+                adapters: &w.keys,
                 waited_steps: w.waited_steps,
             })
             .collect();
@@ -259,7 +259,7 @@ impl EngineState {
                 keys,
                 waited_steps,
             } = waiting;
-            match self.start(request) {
+            match self.start(request, &keys) {
                 Admission::Admitted(r, gate_scored) => {
                     let _ = r.request.events.send(EngineEvent::Started { gate_scored });
                     self.running.push(*r);
@@ -280,9 +280,10 @@ impl EngineState {
         (admitted, refused)
     }
 
-    /// Leases the request's adapters (writing the missing ones into their slots) and makes
-    /// it a running sequence. A lease failure fails this request only.
-    fn start(&mut self, request: EngineRequest) -> Admission {
+    /// Leases the request's adapters (`keys`: their residency keys, in the same order),
+    /// writing the missing ones into their slots, and makes it a running sequence. A lease
+    /// failure fails this request only.
+    fn start(&mut self, request: EngineRequest, keys: &[ResidencyKey]) -> Admission {
         let cfg = self.base.model.config();
         let n = request.adapters.len();
         let mut leases = Vec::with_capacity(n);
@@ -297,11 +298,7 @@ impl EngineState {
         // Resident adapters are pinned before any load evicts an idle one, so a mixture
         // never evicts one of its own members (the order the planner assumed).
         let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by_key(|&i| {
-            !self
-                .bank
-                .is_resident(&ResidencyKey::of(&request.adapters[i].0))
-        });
+        order.sort_by_key(|&i| !self.bank.is_resident(&keys[i]));
         for i in order {
             let (adapter, weight) = &request.adapters[i];
             match self.bank.acquire(adapter) {
