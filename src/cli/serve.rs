@@ -173,6 +173,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .or_else(|| std::env::var("LORAMUX_ADMIN_TOKEN").ok())
             .filter(|t| !t.is_empty()),
         gate_top_k,
+        upload_permits: tokio::sync::Semaphore::new(Limits::default().max_concurrent_uploads),
     });
     let addr = (args.host.as_str(), args.port);
     eprintln!(

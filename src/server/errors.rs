@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The engine cannot take the request now (no adapter slot or memory for it).
     #[error("{0}; retry later")]
     Unavailable(String),
+    /// The client sent its body too slowly (see `body::BodyTimeouts`).
+    #[error("{0}")]
+    Timeout(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
     #[error("not found")]
@@ -77,6 +80,7 @@ impl ApiError {
             Self::TooLarge(_) => "request_too_large",
             Self::Overloaded => "overloaded",
             Self::Unavailable(_) => "unavailable",
+            Self::Timeout(_) => "request_timeout",
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
             Self::Internal(_) => "internal_error",
@@ -93,6 +97,7 @@ impl ResponseError for ApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -161,6 +166,7 @@ mod tests {
                 "internal_error",
             ),
             (ApiError::Unauthorized, 401, "unauthorized"),
+            (ApiError::Timeout("slow".into()), 408, "request_timeout"),
             (
                 ApiError::Internal("secret path /etc".into()),
                 500,

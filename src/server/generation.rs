@@ -11,7 +11,9 @@ use actix_web::HttpResponse;
 use loramux_router::{Choice, RoutePlan};
 use loramux_runtime::engine::{EngineEvent, EngineRequest, SubmitError};
 use loramux_runtime::generate::FinishReason;
-use loramux_runtime::{Adapter, AdapterId, SamplingParams, TokenStream};
+use loramux_runtime::{
+    Adapter, AdapterId, LogprobRequest, SamplingParams, TokenLogprob, TokenStream,
+};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -44,12 +46,17 @@ pub struct Prepared {
     include_usage: bool,
     /// Choices to generate (`n`).
     n: usize,
+    logprobs: LogprobRequest,
+    /// Text completions' `echo`: the answer starts with the prompt.
+    echo: bool,
+    /// The prompt as text, for `echo`.
+    prompt_text: String,
 }
 
 pub fn validate(
     state: &ServerState,
     kind: Kind,
-    params: CommonParams,
+    mut params: CommonParams,
     prompt_ids: Vec<u32>,
     routing_text: &str,
 ) -> Result<Prepared, ApiError> {
@@ -61,7 +68,14 @@ pub fn validate(
             limits.max_prompt_tokens
         )));
     }
+    let (logprobs, echo) = super::logprobs::requested(kind, &mut params.other)?;
     super::unsupported::check(&params.other)?;
+    if echo && params.stream {
+        return Err(ApiError::UnsupportedParameter {
+            field: "echo".into(),
+            reason: "echo is implemented for non-streamed responses only".into(),
+        });
+    }
     let include_usage = match (&params.stream_options, params.stream) {
         (Some(_), false) => {
             return Err(ApiError::InvalidRequest(
@@ -76,12 +90,6 @@ pub fn validate(
         return Err(ApiError::InvalidRequest(format!(
             "n must be between 1 and {MAX_CHOICES}"
         )));
-    }
-    if n > 1 && params.stream {
-        return Err(ApiError::UnsupportedParameter {
-            field: "n".into(),
-            reason: "more than one choice is implemented for non-streamed responses only".into(),
-        });
     }
     let max_tokens = params
         .max_completion_tokens
@@ -139,6 +147,13 @@ pub fn validate(
         stream: params.stream,
         include_usage,
         n,
+        logprobs,
+        echo,
+        prompt_text: if echo {
+            routing_text.to_string()
+        } else {
+            String::new()
+        },
     })
 }
 
@@ -255,6 +270,14 @@ struct Run {
     prompt_tokens: usize,
     /// Tokens the engine sent so far (the usage when a stop string ends the run).
     completion_tokens: usize,
+    /// Log-probabilities of the generated tokens (when asked for), and how many of them a
+    /// stream has sent.
+    logprobs: Vec<TokenLogprob>,
+    streamed_logprobs: usize,
+    /// Characters of `text` a stream has sent (completions' `text_offset`).
+    streamed_chars: usize,
+    /// Log-probabilities of the prompt's tokens after the first (`echo`).
+    prompt_logprobs: Vec<TokenLogprob>,
 }
 
 /// What one engine event means for the client.
@@ -287,6 +310,14 @@ impl Run {
                     self.gate.gate(weights);
                     continue;
                 }
+                EngineEvent::Logprob(lp) => {
+                    self.logprobs.push(lp);
+                    continue;
+                }
+                EngineEvent::PromptLogprobs(lps) => {
+                    self.prompt_logprobs.extend(lps);
+                    continue;
+                }
                 EngineEvent::Token(t) => {
                     self.gate.token(t);
                     self.completion_tokens += 1;
@@ -305,6 +336,11 @@ impl Run {
                     if let Some(cut) = self.stop_cut(&piece) {
                         // Dropping the receiver is what frees the sequence in the engine.
                         self.rx.close();
+                        // The token that completed the stop string is not part of the
+                        // answer, nor is its log-probability.
+                        if self.logprobs.len() == self.completion_tokens {
+                            self.logprobs.pop();
+                        }
                         self.text.push_str(&cut);
                         return Step::Done {
                             text: cut,
@@ -433,6 +469,7 @@ async fn start_run(state: &Arc<ServerState>, p: &Prepared, seed: u64) -> Result<
             max_tokens: p.max_tokens,
             stop_ids: state.base.tokenizer.eos_ids(),
             gated: p.gated,
+            logprobs: p.logprobs,
             events: tx,
         })
         .map_err(|e| match e {
@@ -450,6 +487,10 @@ async fn start_run(state: &Arc<ServerState>, p: &Prepared, seed: u64) -> Result<
         first_token: None,
         prompt_tokens: p.prompt_ids.len(),
         completion_tokens: 0,
+        logprobs: Vec::new(),
+        streamed_logprobs: 0,
+        streamed_chars: 0,
+        prompt_logprobs: Vec::new(),
     };
     run.admitted(state).await?;
     Ok(run)
@@ -462,183 +503,289 @@ pub async fn respond(state: Arc<ServerState>, p: Prepared) -> Result<HttpRespons
     for i in 0..p.n {
         runs.push(start_run(&state, &p, p.sampling.seed.wrapping_add(i as u64)).await?);
     }
-    let id = format!(
-        "{}-{:x}",
-        if p.kind == Kind::Chat {
-            "chatcmpl"
-        } else {
-            "cmpl"
-        },
-        request_id()
-    );
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    if !p.stream {
-        let mut choices = Vec::with_capacity(runs.len());
-        let mut usage = Usage {
+    let chunks = Chunks {
+        kind: p.kind,
+        id: format!(
+            "{}-{:x}",
+            if p.kind == Kind::Chat {
+                "chatcmpl"
+            } else {
+                "cmpl"
+            },
+            request_id()
+        ),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        model: p.model.clone(),
+    };
+    if p.stream {
+        Ok(stream(state, p, runs, chunks))
+    } else {
+        collect(&state, &p, runs, &chunks).await
+    }
+}
+
+/// One JSON response with every choice.
+async fn collect(
+    state: &ServerState,
+    p: &Prepared,
+    mut runs: Vec<Run>,
+    chunks: &Chunks,
+) -> Result<HttpResponse, ApiError> {
+    let tokenizer = &state.base.tokenizer;
+    let mut choices = Vec::with_capacity(runs.len());
+    let mut usage = Usage {
+        prompt_tokens: p.prompt_ids.len(),
+        completion_tokens: 0,
+        total_tokens: 0,
+    };
+    let mut routing = None;
+    for (index, run) in runs.iter_mut().enumerate() {
+        let reason = loop {
+            match run.next(state).await {
+                Step::Text(_) => {}
+                Step::Done {
+                    reason, usage: u, ..
+                } => {
+                    usage.completion_tokens += u.completion_tokens;
+                    break reason;
+                }
+                Step::Failed(why) => return Err(why),
+            }
+        };
+        let text = std::mem::take(&mut run.text);
+        choices.push(match p.kind {
+            Kind::Chat => {
+                let logprobs = p
+                    .logprobs
+                    .generated
+                    .then(|| super::logprobs::chat(tokenizer, &run.logprobs));
+                json!({"index": index, "message": {"role": "assistant", "content": text},
+                    "logprobs": logprobs, "finish_reason": reason})
+            }
+            Kind::Text => {
+                let logprobs = p.logprobs.generated.then(|| {
+                    if p.echo {
+                        let scored: Vec<TokenLogprob> = run
+                            .prompt_logprobs
+                            .iter()
+                            .chain(&run.logprobs)
+                            .cloned()
+                            .collect();
+                        super::logprobs::completion(
+                            tokenizer,
+                            p.prompt_ids.first().copied(),
+                            &scored,
+                            0,
+                        )
+                    } else {
+                        super::logprobs::completion(tokenizer, None, &run.logprobs, 0)
+                    }
+                });
+                let text = if p.echo {
+                    format!("{}{text}", p.prompt_text)
+                } else {
+                    text
+                };
+                json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason})
+            }
+        });
+        // The routing (and gate weights) of the first choice: every choice shares the
+        // routing decision; the gate's per-token weights are those of choice 0.
+        routing.get_or_insert_with(|| run.final_routing(state));
+    }
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+    let object = if p.kind == Kind::Chat {
+        "chat.completion"
+    } else {
+        "text_completion"
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "id": chunks.id, "object": object, "created": chunks.created, "model": chunks.model,
+        "choices": choices, "usage": usage, "routing": routing,
+    })))
+}
+
+/// What a stream still has to send.
+struct Streaming {
+    state: Arc<ServerState>,
+    /// One per choice, `None` once it finished.
+    runs: Vec<Option<Run>>,
+    pending: Option<Bytes>,
+    usage: Usage,
+    over: bool,
+}
+
+/// A server-sent-event stream over every choice: chunks go out as each choice's tokens
+/// arrive (OpenAI's `index` tells them apart), then the usage (when asked for) and `[DONE]`.
+fn stream(state: Arc<ServerState>, p: Prepared, runs: Vec<Run>, chunks: Chunks) -> HttpResponse {
+    let logprobs = p.logprobs.generated;
+    let include_usage = p.include_usage;
+    let mut first = Vec::new();
+    for (index, run) in runs.iter().enumerate() {
+        first.extend_from_slice(&chunks.piece(index, Some(""), None, Some(&run.routing), None));
+    }
+    let start = Streaming {
+        state,
+        pending: Some(Bytes::from(first)),
+        usage: Usage {
             prompt_tokens: p.prompt_ids.len(),
             completion_tokens: 0,
             total_tokens: 0,
-        };
-        let mut routing = None;
-        for (index, run) in runs.iter_mut().enumerate() {
-            let reason = loop {
-                match run.next(&state).await {
-                    Step::Text(_) => {}
-                    Step::Done {
-                        reason, usage: u, ..
-                    } => {
-                        usage.completion_tokens += u.completion_tokens;
-                        break reason;
-                    }
-                    Step::Failed(why) => return Err(why),
-                }
-            };
-            let text = std::mem::take(&mut run.text);
-            choices.push(match p.kind {
-                Kind::Chat => {
-                    json!({"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": reason})
-                }
-                Kind::Text => json!({"index": index, "text": text, "finish_reason": reason}),
-            });
-            // The routing (and gate weights) of the first choice: every choice shares the
-            // routing decision; the gate's per-token weights are those of choice 0.
-            routing.get_or_insert_with(|| run.final_routing(&state));
-        }
-        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
-        let object = if p.kind == Kind::Chat {
-            "chat.completion"
-        } else {
-            "text_completion"
-        };
-        return Ok(HttpResponse::Ok().json(json!({
-            "id": id, "object": object, "created": created, "model": p.model,
-            "choices": choices, "usage": usage, "routing": routing,
-        })));
-    }
-    let run = runs
-        .pop()
-        .ok_or_else(|| ApiError::Internal("no run".into()))?;
-    let kind = p.kind;
-    let model = p.model;
-    let include_usage = p.include_usage;
-    let first = chunk(
-        kind,
-        &id,
-        created,
-        &model,
-        Some(""),
-        None,
-        Some(&run.routing),
-    );
-    let body = futures_util::stream::unfold(
-        (Some(first), Some(run), state, id, model),
-        move |(pending, run, state, id, model)| async move {
-            if let Some(bytes) = pending {
-                return Some((
-                    Ok::<Bytes, actix_web::Error>(bytes),
-                    (None, run, state, id, model),
-                ));
+        },
+        runs: runs.into_iter().map(Some).collect(),
+        over: false,
+    };
+    let body = futures_util::stream::unfold(start, move |mut s| {
+        let chunks = chunks.clone();
+        async move {
+            if let Some(bytes) = s.pending.take() {
+                return Some((Ok::<Bytes, actix_web::Error>(bytes), s));
             }
-            let mut run = run?;
-            let out = match run.next(&state).await {
-                Step::Text(t) => chunk(kind, &id, created, &model, Some(&t), None, None),
+            if s.over {
+                return None;
+            }
+            if s.runs.iter().all(Option::is_none) {
+                s.over = true;
+                let mut tail = Vec::new();
+                if include_usage {
+                    s.usage.total_tokens = s.usage.prompt_tokens + s.usage.completion_tokens;
+                    tail.extend_from_slice(&chunks.usage(&s.usage));
+                }
+                tail.extend_from_slice(b"data: [DONE]\n\n");
+                return Some((Ok(Bytes::from(tail)), s));
+            }
+            // Any choice's next event; the others' futures are dropped, which loses
+            // nothing: `Run::next` only awaits the (cancel-safe) channel.
+            let (index, step) = {
+                let state: &ServerState = &s.state;
+                let live = s.runs.iter_mut().enumerate().filter_map(|(index, run)| {
+                    let run = run.as_mut()?;
+                    Some(Box::pin(async move { (index, run.next(state).await) }))
+                });
+                futures_util::future::select_all(live).await.0
+            };
+            let out = match step {
+                Step::Text(t) => {
+                    let run = s.runs[index].as_mut().expect("live run");
+                    let lp = logprobs.then(|| chunks.logprobs(&s.state, run));
+                    run.streamed_chars += t.chars().count();
+                    chunks.piece(index, Some(&t), None, None, lp)
+                }
                 Step::Done {
                     text,
                     reason,
                     usage,
                 } => {
-                    let routing = run.final_routing(&state);
+                    let Some(mut run) = s.runs[index].take() else {
+                        return None;
+                    };
+                    s.usage.completion_tokens += usage.completion_tokens;
+                    let routing = run.final_routing(&s.state);
+                    let lp = logprobs.then(|| chunks.logprobs(&s.state, &mut run));
                     let mut all = Vec::new();
-                    if !text.is_empty() {
-                        all.extend_from_slice(&chunk(
-                            kind,
-                            &id,
-                            created,
-                            &model,
-                            Some(&text),
-                            None,
-                            None,
-                        ));
+                    if !text.is_empty() || lp.is_some() {
+                        all.extend_from_slice(&chunks.piece(index, Some(&text), None, None, lp));
                     }
-                    all.extend_from_slice(&chunk(
-                        kind,
-                        &id,
-                        created,
-                        &model,
+                    all.extend_from_slice(&chunks.piece(
+                        index,
                         None,
                         Some(reason),
                         Some(&routing),
+                        None,
                     ));
-                    if include_usage {
-                        all.extend_from_slice(&usage_chunk(kind, &id, created, &model, &usage));
-                    }
-                    all.extend_from_slice(b"data: [DONE]\n\n");
-                    return Some((Ok(Bytes::from(all)), (None, None, state, id, model)));
+                    Bytes::from(all)
                 }
                 Step::Failed(why) => {
-                    // The status is sent already: the error is the stream's last event.
+                    // The status is sent already: the error is the stream's last event, and
+                    // the other choices end with it (dropping their runs cancels them).
+                    s.runs.clear();
+                    s.over = true;
                     let err =
                         json!({"error": {"code": why.code(), "message": why.client_message()}});
-                    return Some((
-                        Ok(Bytes::from(format!("data: {err}\n\ndata: [DONE]\n\n"))),
-                        (None, None, state, id, model),
-                    ));
+                    Bytes::from(format!("data: {err}\n\ndata: [DONE]\n\n"))
                 }
             };
-            Some((Ok(out), (None, Some(run), state, id, model)))
-        },
-    );
-    Ok(HttpResponse::Ok()
+            Some((Ok(out), s))
+        }
+    });
+    HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
-        .streaming(body))
+        .streaming(body)
 }
 
-fn chunk(
+/// The fields every chunk of one response shares, and the chunk shapes.
+#[derive(Clone)]
+struct Chunks {
     kind: Kind,
-    id: &str,
+    id: String,
     created: u64,
-    model: &str,
-    text: Option<&str>,
-    finish: Option<&str>,
-    routing: Option<&Routing>,
-) -> Bytes {
-    let choice = match kind {
-        Kind::Chat => {
-            let delta = match (text, routing) {
-                (Some(t), Some(_)) => json!({"role": "assistant", "content": t}),
-                (Some(t), None) => json!({"content": t}),
-                (None, _) => json!({}),
-            };
-            json!({"index": 0, "delta": delta, "finish_reason": finish})
-        }
-        Kind::Text => json!({"index": 0, "text": text.unwrap_or(""), "finish_reason": finish}),
-    };
-    let object = if kind == Kind::Chat {
-        "chat.completion.chunk"
-    } else {
-        "text_completion"
-    };
-    let mut v = json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice]});
-    if let Some(r) = routing {
-        v["routing"] = json!(r);
-    }
-    Bytes::from(format!("data: {v}\n\n"))
+    model: String,
 }
 
-/// The chunk `stream_options.include_usage` asks for: the usage, and no choices.
-fn usage_chunk(kind: Kind, id: &str, created: u64, model: &str, usage: &Usage) -> Bytes {
-    let object = if kind == Kind::Chat {
-        "chat.completion.chunk"
-    } else {
-        "text_completion"
-    };
-    let v = json!({"id": id, "object": object, "created": created, "model": model,
-        "choices": [], "usage": usage});
-    Bytes::from(format!("data: {v}\n\n"))
+impl Chunks {
+    fn object(&self) -> &'static str {
+        if self.kind == Kind::Chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        }
+    }
+
+    /// One choice's chunk: a piece of text, or its end (`finish`); the first and last chunk
+    /// of a choice carry the routing.
+    fn piece(
+        &self,
+        index: usize,
+        text: Option<&str>,
+        finish: Option<&str>,
+        routing: Option<&Routing>,
+        logprobs: Option<serde_json::Value>,
+    ) -> Bytes {
+        let mut choice = match self.kind {
+            Kind::Chat => {
+                let delta = match (text, routing) {
+                    (Some(t), Some(_)) => json!({"role": "assistant", "content": t}),
+                    (Some(t), None) => json!({"content": t}),
+                    (None, _) => json!({}),
+                };
+                json!({"index": index, "delta": delta, "finish_reason": finish})
+            }
+            Kind::Text => {
+                json!({"index": index, "text": text.unwrap_or(""), "finish_reason": finish})
+            }
+        };
+        if let Some(lp) = logprobs {
+            choice["logprobs"] = lp;
+        }
+        let mut v = json!({"id": self.id, "object": self.object(), "created": self.created,
+            "model": self.model, "choices": [choice]});
+        if let Some(r) = routing {
+            v["routing"] = json!(r);
+        }
+        Bytes::from(format!("data: {v}\n\n"))
+    }
+
+    /// The chunk `stream_options.include_usage` asks for: the usage, and no choices.
+    fn usage(&self, usage: &Usage) -> Bytes {
+        let v = json!({"id": self.id, "object": self.object(), "created": self.created,
+            "model": self.model, "choices": [], "usage": usage});
+        Bytes::from(format!("data: {v}\n\n"))
+    }
+
+    /// The log-probabilities of the tokens `run` produced since its last chunk.
+    fn logprobs(&self, state: &ServerState, run: &mut Run) -> serde_json::Value {
+        let fresh = &run.logprobs[run.streamed_logprobs.min(run.logprobs.len())..];
+        run.streamed_logprobs = run.logprobs.len();
+        let tokenizer = &state.base.tokenizer;
+        match self.kind {
+            Kind::Chat => super::logprobs::chat(tokenizer, fresh),
+            Kind::Text => super::logprobs::completion(tokenizer, None, fresh, run.streamed_chars),
+        }
+    }
 }
 
 /// A process-unique id for responses and staging folders.

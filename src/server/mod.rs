@@ -1,16 +1,19 @@
 //! The OpenAI-compatible HTTP server. [`configure`] builds the routes so tests run the app
 //! in-process; `loramux serve` only wires a model, an engine and a catalog into it.
 
+mod body;
 mod catalog;
 mod errors;
 mod gate_report;
 mod generation;
+mod logprobs;
 mod metrics;
 mod openai;
 mod registry_catalog;
 mod unsupported;
 mod upload;
 
+pub use body::BodyTimeouts;
 pub use catalog::{AdapterCatalog, CatalogEntry, CatalogError, DirCatalog, Registration};
 pub use errors::ApiError;
 pub use metrics::ServerMetrics;
@@ -32,6 +35,10 @@ pub struct Limits {
     pub max_prompt_tokens: usize,
     pub max_tokens: usize,
     pub default_max_tokens: usize,
+    /// How slowly a request body may arrive before the server answers 408.
+    pub body: BodyTimeouts,
+    /// Adapter uploads staged at once; more are answered 429.
+    pub max_concurrent_uploads: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +48,8 @@ impl Default for Limits {
             max_prompt_tokens: 4096,
             max_tokens: 2048,
             default_max_tokens: 256,
+            body: BodyTimeouts::default(),
+            max_concurrent_uploads: 2,
         }
     }
 }
@@ -59,26 +68,14 @@ pub struct ServerState {
     /// Experts per token of the engine's learned gate, when it has one: `auto` requests
     /// are then mixed per token by the gate.
     pub gate_top_k: Option<usize>,
+    /// One permit per upload being staged (`limits.max_concurrent_uploads` in all).
+    pub upload_permits: tokio::sync::Semaphore,
 }
 
 /// Registers every route and the JSON limits on an actix app.
 pub fn configure(state: Arc<ServerState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
-        let limit = state.limits.max_body_bytes;
-        let json_cfg = web::JsonConfig::default()
-            .limit(limit)
-            .error_handler(|err, _req| {
-                let api = match &err {
-                    actix_web::error::JsonPayloadError::Overflow { .. }
-                    | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
-                        ApiError::TooLarge(err.to_string())
-                    }
-                    _ => ApiError::InvalidRequest(format!("invalid JSON body: {err}")),
-                };
-                api.into()
-            });
         cfg.app_data(web::Data::from(state))
-            .app_data(json_cfg)
             .route("/v1/chat/completions", web::post().to(chat))
             .route("/v1/completions", web::post().to(completions))
             .route("/v1/models", web::get().to(models))
@@ -108,13 +105,21 @@ fn record(
     result
 }
 
+/// Reads a JSON request body under the server's size and time limits.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &ServerState,
+    payload: web::Payload,
+) -> Result<T, ApiError> {
+    body::read_json(payload, state.limits.max_body_bytes, state.limits.body).await
+}
+
 async fn chat(
     state: web::Data<ServerState>,
-    body: web::Json<ChatRequest>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
     let result = async {
-        let ChatRequest { messages, params } = body.into_inner();
+        let ChatRequest { messages, params } = json_body(&state, payload).await?;
         if messages.is_empty() {
             return Err(ApiError::InvalidRequest("`messages` is empty".into()));
         }
@@ -156,18 +161,31 @@ async fn chat(
 
 async fn completions(
     state: web::Data<ServerState>,
-    body: web::Json<CompletionRequest>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
     let result = async {
-        let CompletionRequest { prompt, params } = body.into_inner();
+        let CompletionRequest { prompt, params } = json_body(&state, payload).await?;
+        let prompt = prompt.single()?;
         let st = state.clone();
         let prepared = web::block(move || {
-            let ids = st.base.raw_ids(&prompt)?;
+            let (ids, text) = match prompt {
+                openai::Prompt::Text(text) => (st.base.raw_ids(&text)?, text),
+                openai::Prompt::Tokens(ids) => {
+                    let vocab = st.base.model.config().vocab_size;
+                    if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                        return Err(ApiError::InvalidRequest(format!(
+                            "token id {bad} in `prompt` is outside the {vocab}-token vocabulary"
+                        )));
+                    }
+                    let text = st.base.tokenizer.decode(&ids, false)?;
+                    (ids, text)
+                }
+            };
             if ids.is_empty() {
                 return Err(ApiError::InvalidRequest("`prompt` is empty".into()));
             }
-            generation::validate(&st, Kind::Text, params, ids, &prompt)
+            generation::validate(&st, Kind::Text, params, ids, &text)
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
@@ -215,14 +233,14 @@ struct RouteRequest {
 /// Explains the routing decision for a prompt without generating.
 async fn route(
     state: web::Data<ServerState>,
-    body: web::Json<RouteRequest>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
     let RouteRequest {
         prompt,
         messages,
         params,
-    } = body.into_inner();
+    } = json_body(&state, payload).await?;
     let text = match (prompt, messages) {
         (Some(p), _) => p,
         (None, Some(m)) => match m.iter().enumerate().rev().find(|(_, m)| m.role == "user") {
@@ -308,7 +326,12 @@ async fn register_adapter(
     authorize(&state, &req)?;
     let mut _staging = None;
     let mut staging_dir = None;
+    let _permit;
     let registration = if upload::is_multipart(&req) {
+        _permit = state
+            .upload_permits
+            .try_acquire()
+            .map_err(|_| ApiError::Overloaded)?;
         let root = state
             .catalog
             .upload_dir()
@@ -318,12 +341,12 @@ async fn register_adapter(
             std::process::id(),
             generation::request_id()
         ));
-        let reg = upload::read_multipart(&req, payload, &dir).await;
+        let reg = upload::read_multipart(&req, payload, &dir, state.limits.body).await;
         staging_dir = Some(dir.display().to_string());
         _staging = Some(upload::Staging(dir));
         reg?
     } else {
-        upload::read_json(payload, state.limits.max_body_bytes).await?
+        json_body(&state, payload).await?
     };
     let reserved = ["auto", "base", state.base_name.as_str()];
     if reserved.contains(&registration.id.as_str()) {

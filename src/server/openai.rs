@@ -139,9 +139,46 @@ pub struct ChatRequest {
 
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
-    pub prompt: String,
+    pub prompt: PromptInput,
     #[serde(flatten)]
     pub params: CommonParams,
+}
+
+/// A text completion's `prompt`: text or token ids, alone or as a batch of one (what
+/// lm-evaluation-harness sends).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PromptInput {
+    Text(String),
+    Tokens(Vec<u32>),
+    Texts(Vec<String>),
+    TokenLists(Vec<Vec<u32>>),
+}
+
+/// One prompt, as text or as token ids.
+pub enum Prompt {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+impl PromptInput {
+    /// The one prompt of the request; batches of several are refused by name.
+    pub fn single(self) -> Result<Prompt, super::errors::ApiError> {
+        let batch = |n: usize| super::errors::ApiError::UnsupportedParameter {
+            field: "prompt".into(),
+            reason: format!(
+                "a batch of {n} prompts is not implemented: send one prompt per request"
+            ),
+        };
+        match self {
+            PromptInput::Text(t) => Ok(Prompt::Text(t)),
+            PromptInput::Tokens(ids) => Ok(Prompt::Tokens(ids)),
+            PromptInput::Texts(mut v) if v.len() == 1 => Ok(Prompt::Text(v.remove(0))),
+            PromptInput::TokenLists(mut v) if v.len() == 1 => Ok(Prompt::Tokens(v.remove(0))),
+            PromptInput::Texts(v) => Err(batch(v.len())),
+            PromptInput::TokenLists(v) => Err(batch(v.len())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -34,7 +34,7 @@ pub fn check(fields: &Map<String, Value>) -> Result<(), ApiError> {
 fn means_off(name: &str, value: &Value) -> bool {
     match name {
         "best_of" => value.as_u64() == Some(1),
-        "logprobs" | "echo" => value == &Value::Bool(false),
+        "echo" => value == &Value::Bool(false),
         "top_logprobs" => value.as_u64() == Some(0),
         "frequency_penalty" | "presence_penalty" => value.as_f64() == Some(0.0),
         "tools" | "functions" => value.as_array().is_some_and(Vec::is_empty),
@@ -49,7 +49,9 @@ fn means_off(name: &str, value: &Value) -> bool {
 fn reason(name: &str) -> &'static str {
     match name {
         "best_of" => "server-side best-of ranking is not implemented (`n` is)",
-        "logprobs" | "top_logprobs" | "echo" => "log-probabilities are not implemented",
+        // The endpoint that has the field reads it before this check (`logprobs::requested`).
+        "echo" => "`echo` is a field of text completions (/v1/completions)",
+        "top_logprobs" => "`top_logprobs` is a chat field; text completions take `logprobs: N`",
         "tools" | "tool_choice" | "functions" | "function_call" => {
             "tool and function calling are not implemented"
         }
@@ -73,13 +75,12 @@ mod tests {
 
     #[test]
     fn defaults_pass_and_anything_else_is_named() {
-        let off = json!({"logprobs": false, "top_logprobs": 0, "tools": [],
+        let off = json!({"top_logprobs": 0, "tools": [],
             "tool_choice": "none", "response_format": {"type": "text"}, "echo": false,
             "frequency_penalty": 0, "presence_penalty": 0.0, "logit_bias": {}, "user": "u1",
             "best_of": 1, "seed_extra": null});
         check(&fields(off)).expect("values that mean off are accepted");
         for (field, value) in [
-            ("logprobs", json!(true)),
             ("top_logprobs", json!(3)),
             (
                 "tools",

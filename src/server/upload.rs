@@ -3,12 +3,14 @@
 //! folder inside the registry (always an allowed root), registered from there, and the
 //! staging folder is removed whatever happens.
 
+use super::body::{guarded, payload_error, BodyTimeouts};
 use super::catalog::Registration;
-use super::errors::ApiError;
-use actix_multipart::Multipart;
-use actix_web::web::{Bytes, Payload};
+use super::errors::{clip, ApiError};
+use actix_multipart::{Multipart, MultipartError};
+use actix_web::web::Payload;
 use actix_web::HttpRequest;
 use futures_util::StreamExt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Largest upload accepted for the two files together.
@@ -56,30 +58,17 @@ pub fn is_multipart(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.starts_with("multipart/form-data"))
 }
 
-pub async fn read_json(mut payload: Payload, limit: usize) -> Result<Registration, ApiError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk: Bytes = chunk.map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge(format!(
-                "the body exceeds {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
-}
-
-/// Streams a multipart body into `staging`; returns the registration pointing at it.
+/// Streams a multipart body into `staging`, file fields chunk by chunk straight to disk (at
+/// most `MAX_UPLOAD_BYTES` in all, under `timeouts`); returns the registration pointing at it.
 pub async fn read_multipart(
     req: &HttpRequest,
     payload: Payload,
     staging: &Path,
+    timeouts: BodyTimeouts,
 ) -> Result<Registration, ApiError> {
     let io = |e: std::io::Error| ApiError::Internal(format!("staging upload: {e}"));
     std::fs::create_dir_all(staging).map_err(io)?;
-    let mut form = Multipart::new(req.headers(), payload);
+    let mut form = Multipart::new(req.headers(), guarded(payload, timeouts));
     let mut reg = Registration {
         id: String::new(),
         path: staging.to_path_buf(),
@@ -91,48 +80,68 @@ pub async fn read_multipart(
     let mut total = 0usize;
     let mut files = 0;
     while let Some(field) = form.next().await {
-        let mut field = field.map_err(|e| ApiError::InvalidRequest(format!("multipart: {e}")))?;
+        let mut field = field.map_err(|e| multipart_error("", e))?;
         let name = field.name().unwrap_or_default().to_string();
-        let bytes = field
-            .bytes(MAX_UPLOAD_BYTES.saturating_sub(total))
-            .await
-            .map_err(|_| {
-                ApiError::TooLarge(format!("the upload exceeds {MAX_UPLOAD_BYTES} bytes"))
-            })?
-            .map_err(|e| ApiError::InvalidRequest(format!("multipart field {name}: {e}")))?;
-        total += bytes.len();
-        let text = || {
-            String::from_utf8(bytes.to_vec())
-                .map_err(|_| ApiError::InvalidRequest(format!("field {name} is not UTF-8")))
+        let mut sink = match name.as_str() {
+            "adapter_config.json" | "adapter_model.safetensors" => {
+                if staging.join(&name).exists() {
+                    return Err(ApiError::InvalidRequest(format!(
+                        "the multipart field {name} is given twice"
+                    )));
+                }
+                files += 1;
+                Sink::File(std::fs::File::create(staging.join(&name)).map_err(io)?)
+            }
+            "id" | "description" | "examples" | "tags" | "replace" => Sink::Text(Vec::new()),
+            other => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "unexpected multipart field {:?}",
+                    clip(other)
+                )))
+            }
         };
+        while let Some(chunk) = field.next().await {
+            let chunk = chunk.map_err(|e| multipart_error(&name, e))?;
+            total += chunk.len();
+            if total > MAX_UPLOAD_BYTES {
+                return Err(ApiError::TooLarge(format!(
+                    "the upload exceeds {MAX_UPLOAD_BYTES} bytes"
+                )));
+            }
+            match &mut sink {
+                Sink::File(file) => file.write_all(&chunk).map_err(io)?,
+                Sink::Text(text) if text.len() + chunk.len() > MAX_TEXT_FIELD_BYTES => {
+                    return Err(ApiError::TooLarge(format!(
+                        "field {name} exceeds {MAX_TEXT_FIELD_BYTES} bytes"
+                    )))
+                }
+                Sink::Text(text) => text.extend_from_slice(&chunk),
+            }
+        }
+        let Sink::Text(bytes) = sink else {
+            continue;
+        };
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ApiError::InvalidRequest(format!("field {name} is not UTF-8")))?;
         match name.as_str() {
-            "id" => reg.id = text()?,
-            "description" => reg.description = text()?,
+            "id" => reg.id = text,
+            "description" => reg.description = text,
             "examples" => {
-                reg.examples = serde_json::from_str(&text()?).map_err(|e| {
+                reg.examples = serde_json::from_str(&text).map_err(|e| {
                     ApiError::InvalidRequest(format!(
                         "examples must be a JSON array of strings: {e}"
                     ))
                 })?
             }
             "tags" => {
-                reg.tags = text()?
+                reg.tags = text
                     .split(',')
                     .map(str::trim)
                     .filter(|t| !t.is_empty())
                     .map(String::from)
                     .collect()
             }
-            "replace" => reg.replace = text()?.trim() == "true",
-            "adapter_config.json" | "adapter_model.safetensors" => {
-                std::fs::write(staging.join(&name), &bytes).map_err(io)?;
-                files += 1;
-            }
-            other => {
-                return Err(ApiError::InvalidRequest(format!(
-                    "unexpected multipart field {other:?}"
-                )))
-            }
+            _ => reg.replace = text.trim() == "true",
         }
     }
     if files != 2 {
@@ -142,6 +151,24 @@ pub async fn read_multipart(
         ));
     }
     Ok(reg)
+}
+
+/// Where a multipart field's bytes go: the adapter's files to the staging folder, the
+/// registration's text fields to memory.
+enum Sink {
+    File(std::fs::File),
+    Text(Vec<u8>),
+}
+
+/// Largest text field (`description`, `examples`, ...) of an upload.
+const MAX_TEXT_FIELD_BYTES: usize = 1 << 20;
+
+fn multipart_error(field: &str, e: MultipartError) -> ApiError {
+    match e {
+        MultipartError::Payload(p) => payload_error(&p),
+        other if field.is_empty() => ApiError::InvalidRequest(format!("multipart: {other}")),
+        other => ApiError::InvalidRequest(format!("multipart field {field}: {other}")),
+    }
 }
 
 #[cfg(test)]

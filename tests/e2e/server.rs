@@ -64,10 +64,12 @@ fn state_with(queue: usize, max_running: usize) -> Arc<ServerState> {
             max_prompt_tokens: 512,
             max_tokens: 128,
             default_max_tokens: 16,
+            ..Limits::default()
         },
         metrics: ServerMetrics::default(),
         admin_token: None,
         gate_top_k: None,
+        upload_permits: tokio::sync::Semaphore::new(Limits::default().max_concurrent_uploads),
     })
 }
 
@@ -760,6 +762,7 @@ async fn the_served_gate_is_the_gate_the_runtime_computes() {
         metrics: ServerMetrics::default(),
         admin_token: None,
         gate_top_k: Some(gate_config.top_k),
+        upload_permits: tokio::sync::Semaphore::new(Limits::default().max_concurrent_uploads),
     });
     let app = test::init_service(App::new().configure(configure(state.clone()))).await;
     let ask = "How long should I roast a chicken in the oven, and at what temperature?";

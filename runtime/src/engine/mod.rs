@@ -24,7 +24,7 @@ pub use scheduler::{Scheduler, SeqPhase, StepItem};
 pub use state::{EngineState, StepReport};
 
 use crate::generate::FinishReason;
-use crate::{Adapter, SamplingParams};
+use crate::{Adapter, LogprobRequest, SamplingParams, TokenLogprob};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -64,6 +64,8 @@ pub struct EngineRequest {
     /// Mix `adapters` per token with the engine's learned gate (when it has one) instead of
     /// with the fixed weights: for `auto` routing; explicit choices keep their weights.
     pub gated: bool,
+    /// Log-probabilities to report (none by default).
+    pub logprobs: LogprobRequest,
     pub events: UnboundedSender<EngineEvent>,
 }
 
@@ -79,6 +81,12 @@ pub enum EngineEvent {
     /// For a `gated` request: the gate's weights in the step that produced the next
     /// `Token`, sent just before it.
     Gate(TokenGateWeights),
+    /// For a request that asked for `logprobs.generated`: the next `Token`'s
+    /// log-probability, sent just before it.
+    Logprob(TokenLogprob),
+    /// For a request that asked for `logprobs.prompt`: the log-probabilities of prompt
+    /// tokens (from the second on, in order), one event per prefill chunk.
+    PromptLogprobs(Vec<TokenLogprob>),
     Token(u32),
     Finished {
         reason: FinishReason,

@@ -9,6 +9,7 @@ use super::scheduler::{Scheduler, SeqPhase};
 use super::{EngineConfig, EngineEvent, EngineFailure, EngineMetrics, EngineRequest};
 use crate::bank::ResidencyKey;
 use crate::generate::FinishReason;
+use crate::logprobs::{token_logprob, TokenLogprob};
 use crate::model::{LogitRows, SeqStep};
 use crate::{
     AdapterBank, AdapterLease, BaseModel, Candidate, FixedGate, Gate, KvCache, RowSplitGate,
@@ -398,11 +399,15 @@ impl EngineState {
                     traced_rows.push((row - 1, candidates));
                     traced_seqs.push(item.seq);
                 }
+                let prompt_logprobs =
+                    request.logprobs.prompt && matches!(r.phase, SeqPhase::Prefill { .. });
                 steps.push(SeqStep {
                     tokens,
                     cache,
                     candidates,
-                    logits: if item.sample {
+                    logits: if prompt_logprobs {
+                        LogitRows::All
+                    } else if item.sample {
                         LogitRows::Last
                     } else {
                         LogitRows::None
@@ -444,8 +449,34 @@ impl EngineState {
         };
         let mut generated = 0;
         let mut outcome = vec![Outcome::Continue; self.running.len()];
+        let vocab = self.base.model.config().vocab_size;
         for (item, logits) in plan.iter().zip(logits) {
             let r = &mut self.running[item.seq];
+            let wants = r.request.logprobs;
+            if wants.prompt && matches!(r.phase, SeqPhase::Prefill { .. }) {
+                // Row `i` of the chunk predicts the prompt token after it; the chunk's last
+                // row predicts the next chunk's first token or, once the prompt is done,
+                // the first generated one.
+                let prompt = &r.request.prompt_ids;
+                let scored: Vec<TokenLogprob> = logits
+                    .chunks_exact(vocab)
+                    .enumerate()
+                    .filter_map(|(i, row)| {
+                        let target = *prompt.get(item.start + i + 1)?;
+                        Some(token_logprob(row, target, wants.top))
+                    })
+                    .collect();
+                if r.request
+                    .events
+                    .send(EngineEvent::PromptLogprobs(scored))
+                    .is_err()
+                {
+                    outcome[item.seq] = Outcome::Cancelled;
+                    continue;
+                }
+            }
+            // The row this step samples from: the block's last.
+            let logits = &logits[logits.len().saturating_sub(vocab)..];
             if let SeqPhase::Prefill { prompt_len, .. } = r.phase {
                 r.phase = if item.sample {
                     SeqPhase::Decode
@@ -469,7 +500,14 @@ impl EngineState {
                     continue;
                 }
             }
-            let token = r.sampler.sample(&logits, &r.history);
+            let token = r.sampler.sample(logits, &r.history);
+            if wants.generated {
+                let scored = token_logprob(logits, token, wants.top);
+                if r.request.events.send(EngineEvent::Logprob(scored)).is_err() {
+                    outcome[item.seq] = Outcome::Cancelled;
+                    continue;
+                }
+            }
             r.history.push(token);
             r.last = [token];
             r.generated += 1;

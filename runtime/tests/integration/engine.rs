@@ -39,7 +39,10 @@ fn collect(mut rx: UnboundedReceiver<EngineEvent>) -> (Vec<u32>, Option<EngineEv
     while let Some(ev) = rx.blocking_recv() {
         match ev {
             EngineEvent::Token(t) => tokens.push(t),
-            EngineEvent::Started { .. } | EngineEvent::Gate(_) => {}
+            EngineEvent::Started { .. }
+            | EngineEvent::Gate(_)
+            | EngineEvent::Logprob(_)
+            | EngineEvent::PromptLogprobs(_) => {}
             done @ (EngineEvent::Finished { .. } | EngineEvent::Failed(_)) => {
                 return (tokens, Some(done))
             }
@@ -161,6 +164,7 @@ fn cancelled_and_invalid_requests_leave_at_once_and_a_full_queue_fails_fast() {
                 max_tokens,
                 stop_ids: vec![],
                 gated: false,
+                logprobs: Default::default(),
                 events: tx,
             },
             rx,
@@ -270,6 +274,7 @@ fn gated_requests_hear_the_gates_weights_before_every_token() {
                 max_tokens: 6,
                 stop_ids: vec![],
                 gated,
+                logprobs: Default::default(),
                 events: tx,
             })
             .expect("queued");
@@ -554,6 +559,7 @@ fn submit_greedy(
             max_tokens,
             stop_ids: vec![],
             gated: false,
+            logprobs: Default::default(),
             events: tx,
         })
         .expect("queued");

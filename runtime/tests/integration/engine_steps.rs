@@ -40,6 +40,7 @@ fn push(
         max_tokens,
         stop_ids: vec![],
         gated: false,
+        logprobs: Default::default(),
         events: tx,
     });
     rx

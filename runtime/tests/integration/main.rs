@@ -7,4 +7,5 @@ mod config_refusals;
 mod device;
 mod engine;
 mod engine_steps;
+mod logprobs;
 mod reference;
