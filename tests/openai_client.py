@@ -3,8 +3,8 @@
 Run by scripts/openai-e2e.sh, which starts the real binary on a free loopback port with a
 fresh registry (which gets the adapter zoo on this first start). Checks: models list, the
 zoo registered and routed to, chat, streaming chat (same greedy text), streamed usage,
-content parts, `n` choices, refusal of unimplemented fields (`logprobs`, `response_format`), adapter registration
-over HTTP, automatic routing to the registered adapter, and a clean 404 for an
+content parts, `n` choices (streamed too), chat logprobs, completions echo + logprobs
+(log-likelihoods), refusal of unimplemented fields (`response_format`), adapter registration over HTTP, automatic routing to the registered adapter, and a clean 404 for an
 unknown model. Exits non-zero on the first failed check.
 """
 
@@ -60,18 +60,47 @@ parts = [{"role": "user", "content": [{"type": "text", "text": "What is the capi
 as_parts = client.chat.completions.create(model="base", messages=parts, max_tokens=16, temperature=0)
 check(as_parts.choices[0].message.content == text, "content parts give the same answer as the string")
 
-# A field loramux does not implement is refused by name, not ignored.
-# n choices: n seeded sequences, usage summed.
+# n choices: n seeded sequences, usage summed; streamed side by side under their index.
 several = client.chat.completions.create(model="base", messages=ask, max_tokens=8, temperature=1.0, seed=7, n=3)
 check([c.index for c in several.choices] == [0, 1, 2], f"n=3 gives three choices: {several.choices}")
-for kwargs, field in [({"logprobs": True, "top_logprobs": 2}, "logprobs"),
-                      ({"response_format": {"type": "json_object"}}, "response_format")]:
-    try:
-        client.chat.completions.create(model="base", messages=ask, max_tokens=4, **kwargs)
-        check(False, f"{field} is refused")
-    except openai.BadRequestError as e:
-        check(e.body.get("code") == "unsupported_parameter" and field in e.body.get("message", ""),
-              f"{field} is refused as unsupported_parameter: {e.body}")
+streamed = {0: "", 1: "", 2: ""}
+for chunk in client.chat.completions.create(model="base", messages=ask, max_tokens=8, temperature=1.0,
+                                            seed=7, n=3, stream=True):
+    for c in chunk.choices:
+        streamed[c.index] += c.delta.content or ""
+check([streamed[i] for i in range(3)] == [c.message.content for c in several.choices],
+      f"n=3 streamed gives the same three choices: {streamed}")
+
+# logprobs: one entry per generated token, each a log-probability with its top alternatives;
+# greedy decoding picks the most likely token.
+scored = client.chat.completions.create(model="base", messages=ask, max_tokens=8, temperature=0,
+                                        logprobs=True, top_logprobs=2)
+entries = scored.choices[0].logprobs.content
+check(len(entries) == scored.usage.completion_tokens
+      and all(e.logprob <= 0 and len(e.top_logprobs) == 2 and e.top_logprobs[0].token == e.token
+              for e in entries)
+      and "".join(e.token for e in entries).startswith(scored.choices[0].message.content),
+      f"chat logprobs with top_logprobs: {entries[:2]}")
+# Completions as lm-evaluation-harness asks for a log-likelihood: echo the prompt, no new
+# tokens; the likelier continuation scores higher.
+def loglik(prompt, context):
+    r = client.completions.create(model="base", prompt=prompt, max_tokens=0, echo=True, logprobs=1)
+    lp = r.choices[0].logprobs
+    check(r.choices[0].text == prompt and lp.token_logprobs[0] is None, f"echo returns the prompt: {r.choices[0]}")
+    start = next(i for i, off in enumerate(lp.text_offset) if off >= len(context))
+    return sum(lp.token_logprobs[start:])
+paris = loglik("The capital of France is Paris", "The capital of France is")
+london = loglik("The capital of France is London", "The capital of France is")
+check(paris > london, f"echo + logprobs give log-likelihoods: Paris {paris:.2f} > London {london:.2f}")
+
+# A field loramux does not implement is refused by name, not ignored.
+try:
+    client.chat.completions.create(model="base", messages=ask, max_tokens=4,
+                                   response_format={"type": "json_object"})
+    check(False, "response_format is refused")
+except openai.BadRequestError as e:
+    check(e.body.get("code") == "unsupported_parameter" and "response_format" in e.body.get("message", ""),
+          f"response_format is refused as unsupported_parameter: {e.body}")
 
 body = json.dumps({
     "id": "cooking",

@@ -81,6 +81,8 @@ pub fn guarded(
         }
         Some((next, (Some(payload), started, received)))
     })
+    // Multipart polls its stream again after the end: a fused stream keeps answering `None`.
+    .fuse()
 }
 
 /// The request error a payload error means: the guard's timeout is 408, the rest 400.

@@ -2,6 +2,8 @@
 //! server in-process. Needs the default model (`loramux models fetch`; CI fetches it first).
 
 mod cli;
+mod openai_fields;
+mod request_bodies;
 mod routing;
 mod server;
 mod zoo;
