@@ -98,8 +98,13 @@ pub(crate) fn normalize_weights(list: &[(AdapterId, f32)]) -> Result<Vec<(Adapte
             return bad(format!("{id} is listed twice"));
         }
     }
-    let total: f32 = list.iter().map(|(_, w)| w).sum();
-    Ok(list.iter().map(|(id, w)| (id.clone(), w / total)).collect())
+    // Summed in f64: relative weights near f32::MAX would overflow an f32 sum to infinity
+    // and normalize to zeros.
+    let total: f64 = list.iter().map(|(_, w)| *w as f64).sum();
+    Ok(list
+        .iter()
+        .map(|(id, w)| (id.clone(), (*w as f64 / total) as f32))
+        .collect())
 }
 
 #[cfg(test)]
@@ -122,9 +127,14 @@ mod tests {
     fn weights_are_checked_and_normalized() {
         let w = normalize_weights(&[(id("a"), 3.0), (id("b"), 1.0)]).unwrap();
         assert_eq!(w, [(id("a"), 0.75), (id("b"), 0.25)]);
+        // Huge relative weights stay a proper mixture.
+        let w = normalize_weights(&[(id("a"), 3e38), (id("b"), 3e38), (id("c"), 1e30)]).unwrap();
+        assert_eq!(w[0].1, 0.5);
+        assert!(w.iter().all(|(_, x)| x.is_finite()));
         for bad in [
             vec![],
             vec![(id("a"), 0.0)],
+            vec![(id("a"), 1.0), (id("b"), -5.0)],
             vec![(id("a"), f32::NAN)],
             vec![(id("a"), 1.0), (id("a"), 1.0)],
         ] {

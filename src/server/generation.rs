@@ -679,9 +679,7 @@ fn stream(state: Arc<ServerState>, p: Prepared, runs: Vec<Run>, chunks: Chunks) 
                     reason,
                     usage,
                 } => {
-                    let Some(mut run) = s.runs[index].take() else {
-                        return None;
-                    };
+                    let mut run = s.runs[index].take()?;
                     s.usage.completion_tokens += usage.completion_tokens;
                     let routing = run.final_routing(&s.state);
                     let lp = logprobs.then(|| chunks.logprobs(&s.state, &mut run));

@@ -264,7 +264,7 @@ async fn n_choices_stream_side_by_side() {
     let chunks = sse_chunks(&raw);
     let mut texts = vec![String::new(); 3];
     let mut finishes = vec![0; 3];
-    let mut tokens = vec![0; 3];
+    let mut tokens = [0; 3];
     for c in &chunks {
         let Some(choice) = c["choices"].as_array().and_then(|a| a.first()) else {
             continue;
