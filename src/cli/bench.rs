@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use loramux_eval::bench::{self, BenchConfig, BenchModel};
+use loramux_eval::bench::{self, BenchConfig, BenchModel, SideBySideConfig};
 use loramux_runtime::DeviceChoice;
 
 #[derive(Debug, Args)]
@@ -44,6 +44,12 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// A llama.cpp build's folder (with llama-bench and llama-batched-bench): run it on the
+    /// same GGUF and threads in this invocation and print loramux / llama.cpp ratios for
+    /// decode at batch 1, prefill of 512 and 2,048 tokens, and aggregate decode at batch
+    /// 8/16/32 (base and 8 distinct adapters), instead of the decode benchmark.
+    #[arg(long, value_name = "DIR")]
+    llama_cpp: Option<PathBuf>,
     /// CI smoke run: batches 1 and 8, few steps.
     #[arg(long)]
     quick: bool,
@@ -59,6 +65,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "random" => BenchModel::Random,
         path => BenchModel::Gguf(PathBuf::from(path)),
     };
+    if let Some(dir) = &args.llama_cpp {
+        return side_by_side(&args, &model, dir);
+    }
     let defaults = if args.quick {
         BenchConfig::quick(model)
     } else {
@@ -89,10 +98,52 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let report = bench::run(&config)?;
     print!("{report}");
-    if let Some(path) = args.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(&path, json + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
+    write_json(args.json.as_deref(), &report)
+}
+
+/// `--llama-cpp DIR`: the side-by-side comparison; the flags that shape the decode
+/// benchmark are refused rather than ignored.
+fn side_by_side(args: &BenchArgs, model: &BenchModel, dir: &std::path::Path) -> anyhow::Result<()> {
+    let BenchModel::Gguf(path) = model else {
+        anyhow::bail!("--llama-cpp needs a GGUF model (llama.cpp cannot read random weights)");
+    };
+    if args.device.is_cuda() {
+        anyhow::bail!("--llama-cpp compares CPU builds: leave out --device");
+    }
+    for (given, flag) in [
+        (args.batches.is_some(), "--batches"),
+        (args.steps.is_some(), "--steps"),
+        (args.adapters.is_some(), "--adapters"),
+        (args.only.is_some(), "--only"),
+        (args.quick, "--quick"),
+        (args.f32_adapters, "--f32-adapters"),
+    ] {
+        if given {
+            anyhow::bail!(
+                "{flag} shapes the decode benchmark; --llama-cpp uses llama.cpp's shapes"
+            );
+        }
+    }
+    if !matches!(args.dtype, super::generate::DtypeArg::Native) {
+        anyhow::bail!("--llama-cpp compares the native (packed) weights: leave out --dtype");
+    }
+    let report = bench::side_by_side(&SideBySideConfig {
+        model: path.clone(),
+        llama_cpp: dir.to_path_buf(),
+        threads: args.threads,
+        rank: args.rank,
+    })?;
+    print!("{report}");
+    write_json(args.json.as_deref(), &report)
+}
+
+fn write_json<T: serde::Serialize>(
+    path: Option<&std::path::Path>,
+    report: &T,
+) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let json = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -4,8 +4,9 @@
 
 use serde::Serialize;
 
-/// Target features enabled at compile time. `.cargo/config.toml` builds every crate with
-/// `target-cpu=native`, so what holds for this crate holds for candle too.
+/// Target features enabled at compile time (the x86-64-v3 baseline of `.cargo/config.toml`,
+/// for this crate and candle alike); the faster tiers are picked at run time
+/// ([`detected_features`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TargetFeatures {
     pub avx2: bool,
@@ -45,6 +46,57 @@ impl TargetFeatures {
         })
         .collect::<Vec<_>>()
         .join(" ")
+    }
+}
+
+/// The CPU's model name, as `/proc/cpuinfo` gives it.
+pub fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, name)| name.trim().to_string())
+}
+
+/// The SIMD features this CPU has, as the kernels' run-time dispatch sees them.
+pub fn detected_features() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let features = [
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("avxvnni", std::arch::is_x86_feature_detected!("avxvnni")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            ("avx512bw", std::arch::is_x86_feature_detected!("avx512bw")),
+            (
+                "avx512vnni",
+                std::arch::is_x86_feature_detected!("avx512vnni"),
+            ),
+            (
+                "avx512bf16",
+                std::arch::is_x86_feature_detected!("avx512bf16"),
+            ),
+        ];
+        features
+            .iter()
+            .map(|&(name, on)| format!("{}{name}", if on { '+' } else { '-' }))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        format!(
+            "{}dotprod",
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                '+'
+            } else {
+                '-'
+            }
+        )
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        String::new()
     }
 }
 

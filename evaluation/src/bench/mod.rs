@@ -11,11 +11,13 @@ mod adapters;
 mod candle_run;
 mod config;
 mod engines;
+mod llama_cpp;
 mod loramux_run;
 mod machine;
 mod model;
 mod prompts;
 mod report;
+mod side_by_side;
 mod table;
 mod threads;
 mod timing;
@@ -24,9 +26,11 @@ pub use config::{
     all_subjects, parse_batches, parse_subjects, subjects_for, BenchConfig, Mode, Subject,
     DEFAULT_STEPS, QUICK_STEPS,
 };
-pub use machine::{load_average, TargetFeatures};
+pub use llama_cpp::LlamaCppFigures;
+pub use machine::{cpu_model, detected_features, load_average, TargetFeatures};
 pub use model::{smollm2_135m, BenchModel};
 pub use report::{BatchRatios, BenchReport, Measurement, RatioSet};
+pub use side_by_side::{run as side_by_side, SideBySide, SideBySideConfig};
 pub use threads::ThreadReport;
 
 use anyhow::Result;
