@@ -5,6 +5,7 @@
 //! and scatter-add O into the rows of y. The work is proportional to rows · k · r, never to
 //! the number of resident slots.
 
+use crate::cpu_tier::CpuTier;
 use crate::dot::dot;
 use crate::mix_plan::SlotGroups;
 use crate::slot_stack::SmallGroupCopy;
@@ -27,6 +28,19 @@ const DIRECT_MAX_ROWS: usize = 16;
 const PARALLEL_DIRECT_MACS: usize = 1 << 17;
 
 pub fn lora_mix_cpu(x: &[f32], y: &mut [f32], stack: &SlotStack, plan: &MixPlan) -> Result<()> {
+    lora_mix_cpu_on(CpuTier::best(), x, y, stack, plan)
+}
+
+/// [`lora_mix_cpu`] with the small groups on `tier`'s kernels; an error when this CPU
+/// cannot run it.
+pub fn lora_mix_cpu_on(
+    tier: CpuTier,
+    x: &[f32],
+    y: &mut [f32],
+    stack: &SlotStack,
+    plan: &MixPlan,
+) -> Result<()> {
+    tier.check()?;
     let (d_in, d_out) = (stack.d_in(), stack.d_out());
     if d_in == 0 || !x.len().is_multiple_of(d_in) {
         return Err(KernelError::InputShape { len: x.len(), d_in });
@@ -57,7 +71,7 @@ pub fn lora_mix_cpu(x: &[f32], y: &mut [f32], stack: &SlotStack, plan: &MixPlan)
             gemm_group(x, y, stack, slot, groups.rows_of(g), groups.weights_of(g));
         }
     }
-    mix_direct_groups(x, y, stack, &groups, &direct);
+    mix_direct_groups(tier, x, y, stack, &groups, &direct);
     Ok(())
 }
 
@@ -65,6 +79,7 @@ pub fn lora_mix_cpu(x: &[f32], y: &mut [f32], stack: &SlotStack, plan: &MixPlan)
 /// owns a contiguous range of output rows and applies every group's rows in that range, in
 /// group order, so the sums are the same whatever the thread count.
 fn mix_direct_groups(
+    tier: CpuTier,
     x: &[f32],
     y: &mut [f32],
     stack: &SlotStack,
@@ -100,6 +115,7 @@ fn mix_direct_groups(
                 let x_part = &x[first * d_in..end * d_in];
                 let slot = groups.slots[g] as usize;
                 direct_group(
+                    tier,
                     x_part,
                     y_part,
                     stack,
@@ -216,13 +232,17 @@ fn gemm_group(
 struct Widened {
     a: Vec<f32>,
     b_t: Vec<f32>,
+    /// Each row's weight times the slot's scale (the SIMD tiers' input).
+    factors: Vec<f32>,
 }
 
 /// One slot's rows without the GEMM library. Shrink: per row and rank component a dot
 /// product with A's row (contiguous). Expand: sixteen outputs at a time, summing the rank
 /// components in a register before one update of the output row; the `[rank, 16]` block of
 /// Bᵀ it reads stays in L1 while every row of the group uses it.
+#[allow(clippy::too_many_arguments)]
 fn direct_group(
+    tier: CpuTier,
     x: &[f32],
     y: &mut [f32],
     stack: &SlotStack,
@@ -236,26 +256,17 @@ fn direct_group(
     let rank = stack.rank(slot);
     let (shrunk, widened) = scratch;
     #[cfg(target_arch = "x86_64")]
-    if crate::cpu_avx512::usable(d_in, d_out) {
-        // SAFETY: `usable` checked the CPU and the widths; the slices have the kernels' sizes.
-        unsafe {
-            match stack.small_group_copy(slot) {
-                SmallGroupCopy::Full { b_t } => direct_group_avx512(
-                    x,
-                    y,
-                    stack,
-                    slot,
-                    rows,
-                    weights,
-                    &stack.a(slot)[..rank * d_in],
-                    b_t,
-                    shrunk,
-                ),
-                SmallGroupCopy::Half { a, b_t } => {
-                    direct_group_avx512(x, y, stack, slot, rows, weights, a, b_t, shrunk)
-                }
-            }
-        }
+    if simd_group(
+        tier,
+        x,
+        y,
+        stack,
+        slot,
+        rows,
+        weights,
+        shrunk,
+        &mut widened.factors,
+    ) {
         return;
     }
     let (a, b_t): (&[f32], &[f32]) = match stack.small_group_copy(slot) {
@@ -309,89 +320,50 @@ fn direct_group(
     }
 }
 
-/// [`direct_group`] on the AVX-512 kernels, reading A and Bᵀ in their stored precision.
-///
-/// # Safety
-/// `crate::cpu_avx512::usable(d_in, d_out)` holds; `a` is `[rank, d_in]`, `b_t` `[rank, d_out]`.
+/// [`direct_group`] on `tier`'s SIMD kernels, reading A and Bᵀ in their stored precision;
+/// `false` (nothing done) for the portable tier or widths that are not whole registers.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn direct_group_avx512<W: crate::cpu_avx512::Weight>(
+fn simd_group(
+    tier: CpuTier,
     x: &[f32],
     y: &mut [f32],
     stack: &SlotStack,
     slot: usize,
     rows: &[u32],
     weights: &[f32],
-    a: &[W],
-    b_t: &[W],
     t: &mut Vec<f32>,
-) {
-    use crate::cpu_avx512::ROW_TILE;
+    factors: &mut Vec<f32>,
+) -> bool {
+    use crate::{cpu_avx2, cpu_avx512};
     let (d_in, d_out) = (stack.d_in(), stack.d_out());
     let rank = stack.rank(slot);
     let scale = stack.scale(slot);
-    t.resize(ROW_TILE * rank, 0.0);
-    let (a, b_t, xp, yp, tp) = (
-        a.as_ptr(),
-        b_t.as_ptr(),
-        x.as_ptr(),
-        y.as_mut_ptr(),
-        t.as_mut_ptr(),
-    );
-    for (tile_rows, tile_weights) in rows.chunks(ROW_TILE).zip(weights.chunks(ROW_TILE)) {
-        let row = |i: usize| tile_rows[i] as usize;
-        let f = |i: usize| tile_weights[i] * scale;
-        // SAFETY: the caller's contract; group rows are distinct rows of `x` and `y`.
-        unsafe {
-            match tile_rows.len() {
-                4 => {
-                    let (r, f) = ([row(0), row(1), row(2), row(3)], [f(0), f(1), f(2), f(3)]);
-                    tile::<W, 4>(a, b_t, d_in, d_out, rank, xp, yp, tp, r, f)
-                }
-                3 => {
-                    let (r, f) = ([row(0), row(1), row(2)], [f(0), f(1), f(2)]);
-                    tile::<W, 3>(a, b_t, d_in, d_out, rank, xp, yp, tp, r, f)
-                }
-                2 => tile::<W, 2>(
-                    a,
-                    b_t,
-                    d_in,
-                    d_out,
-                    rank,
-                    xp,
-                    yp,
-                    tp,
-                    [row(0), row(1)],
-                    [f(0), f(1)],
-                ),
-                _ => tile::<W, 1>(a, b_t, d_in, d_out, rank, xp, yp, tp, [row(0)], [f(0)]),
+    factors.clear();
+    factors.extend(weights.iter().map(|w| w * scale));
+    let copy = stack.small_group_copy(slot);
+    let full_a = &stack.a(slot)[..rank * d_in];
+    // SAFETY: the tier was checked against this CPU when it was chosen (`CpuTier::check`),
+    // the widths fit its registers, the slices have the kernels' sizes and a group's rows
+    // are distinct.
+    unsafe {
+        match (tier, copy) {
+            (CpuTier::Avx512, _) if !cpu_avx512::fits(d_in, d_out) => return false,
+            (CpuTier::Avx2, _) if !cpu_avx2::fits(d_in, d_out) => return false,
+            (CpuTier::Avx512, SmallGroupCopy::Full { b_t }) => {
+                cpu_avx512::group(full_a, b_t, d_in, d_out, rank, x, y, rows, factors, t)
             }
+            (CpuTier::Avx512, SmallGroupCopy::Half { a, b_t }) => {
+                cpu_avx512::group(a, b_t, d_in, d_out, rank, x, y, rows, factors, t)
+            }
+            (CpuTier::Avx2, SmallGroupCopy::Full { b_t }) => {
+                cpu_avx2::group(full_a, b_t, d_in, d_out, rank, x, y, rows, factors, t)
+            }
+            (CpuTier::Avx2, SmallGroupCopy::Half { a, b_t }) => {
+                cpu_avx2::group(a, b_t, d_in, d_out, rank, x, y, rows, factors, t)
+            }
+            (CpuTier::Portable, _) => return false,
         }
     }
-}
-
-/// Shrink then expand for one tile of `R` rows of a group.
-///
-/// # Safety
-/// As [`direct_group_avx512`]; `t` holds `R · rank` values.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile<W: crate::cpu_avx512::Weight, const R: usize>(
-    a: *const W,
-    b_t: *const W,
-    d_in: usize,
-    d_out: usize,
-    rank: usize,
-    x: *const f32,
-    y: *mut f32,
-    t: *mut f32,
-    rows: [usize; R],
-    f: [f32; R],
-) {
-    use crate::cpu_avx512::{expand_tile, shrink_tile};
-    // SAFETY: the caller's contract.
-    unsafe {
-        shrink_tile::<W, R>(a, d_in, rank, x, rows, f, t);
-        expand_tile::<W, R>(b_t, d_out, rank, t, y, rows);
-    }
+    true
 }

@@ -52,6 +52,11 @@ pub enum KernelError {
     #[error("x, y and the slot stack must live on one device ({what} is elsewhere)")]
     DeviceMismatch { what: &'static str },
     /// A failure inside candle or the CUDA driver, kept as text so the enum stays comparable.
+    #[error("the {tier} kernels need {missing}, which this CPU lacks")]
+    TierUnavailable {
+        tier: &'static str,
+        missing: &'static str,
+    },
     #[error("{context}: {message}")]
     Backend {
         context: &'static str,

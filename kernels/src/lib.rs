@@ -13,7 +13,12 @@
 
 mod cpu;
 #[cfg(target_arch = "x86_64")]
+mod cpu_avx2;
+#[cfg(target_arch = "x86_64")]
 mod cpu_avx512;
+#[cfg(target_arch = "x86_64")]
+mod cpu_simd;
+mod cpu_tier;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod dense_plan;
@@ -29,7 +34,8 @@ mod slot_stack;
 mod tensor_op;
 pub mod twin;
 
-pub use cpu::lora_mix_cpu;
+pub use cpu::{lora_mix_cpu, lora_mix_cpu_on};
+pub use cpu_tier::CpuTier;
 pub use dense_plan::DensePlan;
 pub use device_stack::DeviceSlotStack;
 pub use dot::dot;

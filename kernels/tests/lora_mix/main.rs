@@ -6,6 +6,7 @@
 mod cuda;
 mod fixtures;
 mod tensor;
+mod tiers;
 mod twins;
 
 use fixtures::{random_plan, random_stack, random_vec};
