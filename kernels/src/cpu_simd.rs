@@ -182,47 +182,136 @@ pub(crate) unsafe fn group<S: Simd, W: Weight<S>>(
     );
     for (tile_rows, f) in rows.chunks(ROW_TILE).zip(factors.chunks(ROW_TILE)) {
         let r = |i: usize| tile_rows[i] as usize;
+        let f = |i: usize| f[i];
+        macro_rules! tile_of {
+            ($n:literal) => {
+                tile::<S, W, $n>(
+                    a,
+                    b_t,
+                    d_in,
+                    d_out,
+                    rank,
+                    xp,
+                    yp,
+                    tp,
+                    std::array::from_fn(r),
+                    std::array::from_fn(f),
+                )
+            };
+        }
         // SAFETY: the caller's contract; group rows are distinct rows of `x` and `y`.
         unsafe {
             match tile_rows.len() {
-                4 => tile::<S, W, 4>(
-                    a,
-                    b_t,
-                    d_in,
-                    d_out,
-                    rank,
-                    xp,
-                    yp,
-                    tp,
-                    [r(0), r(1), r(2), r(3)],
-                    [f[0], f[1], f[2], f[3]],
-                ),
-                3 => tile::<S, W, 3>(
-                    a,
-                    b_t,
-                    d_in,
-                    d_out,
-                    rank,
-                    xp,
-                    yp,
-                    tp,
-                    [r(0), r(1), r(2)],
-                    [f[0], f[1], f[2]],
-                ),
-                2 => tile::<S, W, 2>(
-                    a,
-                    b_t,
-                    d_in,
-                    d_out,
-                    rank,
-                    xp,
-                    yp,
-                    tp,
-                    [r(0), r(1)],
-                    [f[0], f[1]],
-                ),
-                _ => tile::<S, W, 1>(a, b_t, d_in, d_out, rank, xp, yp, tp, [r(0)], [f[0]]),
+                4 => tile_of!(4),
+                3 => tile_of!(3),
+                2 => tile_of!(2),
+                _ => tile_of!(1),
             }
         }
     }
 }
+
+/// One SIMD tier: a marker type with its [`Simd`] operations, f32 and f16 [`Weight`] loads,
+/// `cpu_has()` and `fits(d_in, d_out)`, and `group`, [`group`] compiled with the tier's
+/// target features.
+macro_rules! simd_tier {
+    (
+        $(#[$doc:meta])*
+        $tier:ident, features: $features:literal, $v:ty, lanes: $lanes:literal,
+        zero: $zero:path, splat: $splat:path, load: $load:path, store: $store:path,
+        fma: $fma:path, add: $add:path, sum: $sum:path,
+        load_f16: |$p:ident| $load_f16:expr,
+        cpu_has: $cpu_has:expr
+    ) => {
+        $(#[$doc])*
+        pub(crate) struct $tier;
+
+        impl $crate::cpu_simd::Simd for $tier {
+            type V = $v;
+            const LANES: usize = $lanes;
+            // SAFETY (every method): the trait's contract — the CPU has the tier's features
+            // and pointers address `LANES` floats.
+            #[inline(always)]
+            unsafe fn zero() -> $v {
+                unsafe { $zero() }
+            }
+            #[inline(always)]
+            unsafe fn splat(x: f32) -> $v {
+                unsafe { $splat(x) }
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> $v {
+                unsafe { $load(p) }
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: $v) {
+                unsafe { $store(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn fma(a: $v, b: $v, c: $v) -> $v {
+                unsafe { $fma(a, b, c) }
+            }
+            #[inline(always)]
+            unsafe fn add(a: $v, b: $v) -> $v {
+                unsafe { $add(a, b) }
+            }
+            #[inline(always)]
+            unsafe fn sum(v: $v) -> f32 {
+                unsafe { $sum(v) }
+            }
+        }
+
+        impl $crate::cpu_simd::Weight<$tier> for f32 {
+            #[inline(always)]
+            unsafe fn load(p: *const Self) -> $v {
+                // SAFETY: the caller's contract.
+                unsafe { $load(p) }
+            }
+        }
+
+        impl $crate::cpu_simd::Weight<$tier> for half::f16 {
+            #[inline(always)]
+            unsafe fn load($p: *const Self) -> $v {
+                // SAFETY: the caller's contract: `LANES` f16 values are readable.
+                unsafe { $load_f16 }
+            }
+        }
+
+        /// Whether this CPU has the tier's features.
+        pub(crate) fn cpu_has() -> bool {
+            $cpu_has
+        }
+
+        /// Whether the kernels can run on these widths (whole registers).
+        pub(crate) fn fits(d_in: usize, d_out: usize) -> bool {
+            d_in.is_multiple_of($lanes) && d_out.is_multiple_of($lanes)
+        }
+
+        /// [`cpu_simd::group`](crate::cpu_simd::group) compiled for this tier.
+        ///
+        /// # Safety
+        /// [`cpu_has`] and [`fits`] hold; `a` is `[rank, d_in]`, `b_t` `[rank, d_out]`;
+        /// `rows` are distinct rows of `x` and `y`, one factor each.
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) unsafe fn group<W: $crate::cpu_simd::Weight<$tier>>(
+            a: &[W],
+            b_t: &[W],
+            d_in: usize,
+            d_out: usize,
+            rank: usize,
+            x: &[f32],
+            y: &mut [f32],
+            rows: &[u32],
+            factors: &[f32],
+            t: &mut Vec<f32>,
+        ) {
+            // SAFETY: the caller's contract.
+            unsafe {
+                $crate::cpu_simd::group::<$tier, W>(a, b_t, d_in, d_out, rank, x, y, rows, factors, t)
+            }
+        }
+    };
+}
+
+pub(crate) use simd_tier;
