@@ -12,6 +12,7 @@ mod openai;
 mod registry_catalog;
 mod unsupported;
 mod upload;
+mod vllm_api;
 
 pub use body::BodyTimeouts;
 pub use catalog::{AdapterCatalog, CatalogEntry, CatalogError, DirCatalog, Registration};
@@ -84,6 +85,8 @@ pub fn configure(state: Arc<ServerState>) -> impl FnOnce(&mut web::ServiceConfig
             .route("/v1/adapters", web::post().to(register_adapter))
             .route("/v1/adapters/{id}", web::get().to(get_adapter))
             .route("/v1/adapters/{id}", web::delete().to(delete_adapter))
+            .route("/v1/load_lora_adapter", web::post().to(vllm_api::load))
+            .route("/v1/unload_lora_adapter", web::post().to(vllm_api::unload))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics_text))
             .default_service(web::to(|| async {
@@ -195,13 +198,22 @@ async fn completions(
     record(&state, "completions", result)
 }
 
+/// The served models as OpenAI lists them, with vLLM's `parent` (an adapter's base model)
+/// and `root`, which gateways read to tell adapters from base models.
 async fn models(state: web::Data<ServerState>) -> HttpResponse {
+    let base = state.base_name.as_str();
     let mut data = vec![
-        json!({"id": "auto", "object": "model", "owned_by": "loramux"}),
-        json!({"id": state.base_name, "object": "model", "owned_by": "loramux", "kind": "base"}),
+        json!({"id": "auto", "object": "model", "owned_by": "loramux", "root": base, "parent": null}),
+        json!({"id": base, "object": "model", "owned_by": "loramux", "kind": "base", "root": base, "parent": null}),
     ];
     for e in state.catalog.list() {
-        data.push(json!({"id": e.id.as_str(), "object": "model", "owned_by": "loramux", "kind": "adapter", "description": e.description}));
+        // vLLM's `root` is the adapter's path; the server's folders are not the client's
+        // business, so loramux names the adapter itself.
+        data.push(
+            json!({"id": e.id.as_str(), "object": "model", "owned_by": "loramux",
+            "kind": "adapter", "description": e.description, "root": e.id.as_str(),
+            "parent": base}),
+        );
     }
     state.metrics.request("models", 200);
     HttpResponse::Ok().json(json!({"object": "list", "data": data}))
@@ -283,7 +295,7 @@ async fn get_adapter(
 }
 
 /// Constant-time comparison so the token cannot be guessed byte by byte from timings.
-fn authorize(state: &ServerState, req: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn authorize(state: &ServerState, req: &HttpRequest) -> Result<(), ApiError> {
     let Some(token) = &state.admin_token else {
         return Ok(());
     };
@@ -348,6 +360,29 @@ async fn register_adapter(
     } else {
         json_body(&state, payload).await?
     };
+    let entry = register(&state, registration, staging_dir.as_deref()).await?;
+    state.metrics.request("adapters_register", 201);
+    Ok(HttpResponse::Created().json(entry_json(&entry)))
+}
+
+async fn delete_adapter(
+    state: web::Data<ServerState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let id = id.into_inner();
+    unregister(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))
+}
+
+/// Registers an adapter in the catalog: reserved ids refused, the registry's folders
+/// redacted from what the client is told, the host cache's stale copy forgotten.
+async fn register(
+    state: &web::Data<ServerState>,
+    registration: Registration,
+    staging_dir: Option<&str>,
+) -> Result<CatalogEntry, ApiError> {
     let reserved = ["auto", "base", state.base_name.as_str()];
     if reserved.contains(&registration.id.as_str()) {
         return Err(ApiError::InvalidRequest(format!(
@@ -367,7 +402,7 @@ async fn register_adapter(
         .map_err(|e| {
             // The registry's own folders (uploads and its staging copies) are the server's
             // paths: the client is told which file, not where the server keeps it.
-            let e = match &staging_dir {
+            let e = match staging_dir {
                 Some(dir) => e.redact(dir, "the uploaded files"),
                 None => e,
             };
@@ -382,25 +417,19 @@ async fn register_adapter(
             }
         })?;
     state.adapters.forget(&entry.id);
-    state.metrics.request("adapters_register", 201);
-    Ok(HttpResponse::Created().json(entry_json(&entry)))
+    Ok(entry)
 }
 
-async fn delete_adapter(
-    state: web::Data<ServerState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
-    let id = id.into_inner();
+/// Removes an adapter from the catalog and forgets its host-cache copy.
+async fn unregister(state: &web::Data<ServerState>, id: &str) -> Result<(), ApiError> {
     let st = state.clone().into_inner();
-    let target = id.clone();
+    let target = id.to_string();
     web::block(move || st.catalog.remove(&target))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(catalog_error)?;
-    if let Ok(aid) = loramux_runtime::AdapterId::new(&id) {
+    if let Ok(aid) = loramux_runtime::AdapterId::new(id) {
         state.adapters.forget(&aid);
     }
-    Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))
+    Ok(())
 }

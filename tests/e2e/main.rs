@@ -6,4 +6,5 @@ mod openai_fields;
 mod request_bodies;
 mod routing;
 mod server;
+mod vllm_api;
 mod zoo;
