@@ -225,11 +225,17 @@ async fn health(state: web::Data<ServerState>) -> HttpResponse {
         .json(json!({"status": "ok", "running": m.running, "queue_depth": m.queue_depth}))
 }
 
-async fn metrics_text(state: web::Data<ServerState>, _req: HttpRequest) -> HttpResponse {
-    let body = state.metrics.render(&state.engine.metrics().snapshot());
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(body)
+async fn metrics_text(
+    state: web::Data<ServerState>,
+    _req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let body = state
+        .metrics
+        .render(&state.engine.metrics().snapshot())
+        .map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type(prometheus::TEXT_FORMAT)
+        .body(body))
 }
 
 #[derive(serde::Deserialize)]

@@ -2,6 +2,7 @@
 //! server in-process. Needs the default model (`loramux models fetch`; CI fetches it first).
 
 mod cli;
+mod gateway_metrics;
 mod openai_fields;
 mod request_bodies;
 mod routing;

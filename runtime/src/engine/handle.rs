@@ -25,14 +25,16 @@ impl EngineHandle {
 
     /// Queues a request without waiting: a full queue is an immediate `QueueFull` (429).
     pub fn submit(&self, request: EngineRequest) -> Result<(), SubmitError> {
-        match self.tx.try_send(request) {
-            Ok(()) => {
-                self.metrics.queued();
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => Err(SubmitError::QueueFull),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
-        }
+        // Counted before it is sent: the engine thread may take it (and count it out)
+        // before `try_send` returns.
+        self.metrics.queued();
+        let refused = match self.tx.try_send(request) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(_)) => SubmitError::QueueFull,
+            Err(TrySendError::Disconnected(_)) => SubmitError::Stopped,
+        };
+        self.metrics.dequeued();
+        Err(refused)
     }
 
     pub fn metrics(&self) -> &EngineMetrics {

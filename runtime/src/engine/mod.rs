@@ -19,7 +19,7 @@ pub use admission::{plan_admissions, AdmissionLimits, BankView, Decision, Waiter
 pub use failure::{EngineFailure, FailureKind};
 pub use gate_trace::TokenGateWeights;
 pub use handle::{EngineHandle, SubmitError};
-pub use metrics::{EngineMetrics, MetricsSnapshot};
+pub use metrics::{EngineMetrics, LoraRequests, MetricsSnapshot};
 pub use scheduler::{Scheduler, SeqPhase, StepItem};
 pub use state::{EngineState, StepReport};
 

@@ -5,6 +5,7 @@
 
 use super::admission::{plan_admissions, AdmissionLimits, BankView, Decision, Waiter};
 use super::gate_trace::{TokenGateWeights, TracingGate};
+use super::metrics::Occupancy;
 use super::scheduler::{Scheduler, SeqPhase};
 use super::{EngineConfig, EngineEvent, EngineFailure, EngineMetrics, EngineRequest};
 use crate::bank::ResidencyKey;
@@ -12,10 +13,10 @@ use crate::generate::FinishReason;
 use crate::logprobs::{token_logprob, TokenLogprob};
 use crate::model::{LogitRows, SeqStep};
 use crate::{
-    AdapterBank, AdapterLease, BaseModel, Candidate, FixedGate, Gate, KvCache, RowSplitGate,
-    RuntimeError, Sampler,
+    AdapterBank, AdapterId, AdapterLease, BaseModel, Candidate, FixedGate, Gate, KvCache,
+    RowSplitGate, RuntimeError, Sampler,
 };
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 struct Running {
@@ -84,6 +85,9 @@ impl EngineState {
         gate: Option<Arc<dyn Gate>>,
         metrics: Arc<EngineMetrics>,
     ) -> Self {
+        // Each running sequence owns a cache that grows up to the model's context.
+        let kv_capacity = config.max_running * base.model.config().max_position;
+        metrics.started(kv_capacity, bank.capacity());
         Self {
             scheduler: Scheduler::new(&config),
             gate,
@@ -115,6 +119,24 @@ impl EngineState {
             request,
             keys,
             waited_steps: 0,
+        });
+        self.publish();
+    }
+
+    /// Tells the metrics what runs and waits now, with their adapters' catalog ids.
+    fn publish(&self) {
+        fn distinct<'a>(requests: impl Iterator<Item = &'a EngineRequest>) -> Vec<AdapterId> {
+            let ids: BTreeSet<&AdapterId> = requests
+                .flat_map(|r| r.adapters.iter().map(|(a, _)| a.id()))
+                .collect();
+            ids.into_iter().cloned().collect()
+        }
+        self.metrics.occupancy(Occupancy {
+            running: self.running.len(),
+            waiting: self.waiting.len(),
+            kv_positions: self.running.iter().map(|r| r.cache.len()).sum(),
+            running_adapters: distinct(self.running.iter().map(|r| &r.request)),
+            waiting_adapters: distinct(self.waiting.iter().map(|w| &w.request)),
         });
     }
 
@@ -150,7 +172,7 @@ impl EngineState {
         for _ in self.running.len()..before {
             self.metrics.cancelled();
         }
-        self.metrics.set_running(self.running.len());
+        self.publish();
         if !self.running.is_empty() {
             (report.prompt_tokens, report.generated) = self.forward();
         }
@@ -250,6 +272,8 @@ impl EngineState {
         let plan = plan_admissions(limits, self.running.len(), &view, &waiters);
         let (mut admitted, mut refused) = (0, 0);
         let mut still_waiting = VecDeque::with_capacity(self.waiting.len());
+        // Started sequences (their index in `running`) and what their `Started` says.
+        let mut started = Vec::new();
         for (waiting, decision) in std::mem::take(&mut self.waiting).into_iter().zip(plan) {
             if !matches!(decision, Decision::Admit { .. }) {
                 still_waiting.push_back(waiting);
@@ -262,7 +286,7 @@ impl EngineState {
             } = waiting;
             match self.start(request, &keys) {
                 Admission::Admitted(r, gate_scored) => {
-                    let _ = r.request.events.send(EngineEvent::Started { gate_scored });
+                    started.push((self.running.len(), gate_scored));
                     self.running.push(*r);
                     admitted += 1;
                 }
@@ -278,6 +302,14 @@ impl EngineState {
             }
         }
         self.waiting = still_waiting;
+        // Publish first, then announce: whoever sees `Started` also sees it in the metrics.
+        self.publish();
+        for (i, gate_scored) in started {
+            let _ = self.running[i]
+                .request
+                .events
+                .send(EngineEvent::Started { gate_scored });
+        }
         (admitted, refused)
     }
 
@@ -444,6 +476,7 @@ impl EngineState {
                         ))));
                     self.metrics.failed();
                 }
+                self.publish();
                 return (prompt_tokens, 0);
             }
         };
@@ -541,7 +574,7 @@ impl EngineState {
             }
             false
         });
-        self.metrics.set_running(self.running.len());
+        self.publish();
         for (events, (reason, prompt_len, completion_tokens)) in retired {
             self.metrics.finished();
             let _ = events.send(EngineEvent::Finished {

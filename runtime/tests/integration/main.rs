@@ -6,6 +6,7 @@ mod architectures;
 mod config_refusals;
 mod device;
 mod engine;
+mod engine_metrics;
 mod engine_steps;
 mod logprobs;
 mod reference;
