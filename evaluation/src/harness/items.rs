@@ -1,5 +1,6 @@
 //! The prompts one evaluation run scores: test-split examples of every in-domain and
-//! out-of-domain task, and composite prompts, each with what a correct answer looks like.
+//! out-of-domain task, composite prompts, and the hand-written wild prompts of the in-domain
+//! tasks, each with what a correct answer looks like.
 
 use crate::tasks::{CompositeExample, Split, Suite};
 use serde::{Deserialize, Serialize};
@@ -10,17 +11,32 @@ pub enum Kind {
     InDomain,
     OutOfDomain,
     Composite,
+    /// In-domain tasks asked the way users write, not through any template.
+    Wild,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::InDomain, Kind::OutOfDomain, Kind::Composite];
+    /// In table order: wild beside in-domain, the same tasks asked another way.
+    pub const ALL: [Kind; 4] = [
+        Kind::InDomain,
+        Kind::Wild,
+        Kind::OutOfDomain,
+        Kind::Composite,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Self::InDomain => "in-domain",
             Self::OutOfDomain => "out-of-domain",
             Self::Composite => "composite",
+            Self::Wild => "wild",
         }
+    }
+
+    /// Whether a prompt of this kind asks for one in-domain task (its adapter is the
+    /// perfect choice).
+    pub fn has_own_adapter(self) -> bool {
+        matches!(self, Self::InDomain | Self::Wild)
     }
 }
 
@@ -57,9 +73,9 @@ impl Item {
         }
     }
 
-    /// The task whose adapter is this prompt's perfect choice (in-domain prompts only).
+    /// The task whose adapter is this prompt's perfect choice (in-domain and wild prompts).
     pub fn own_adapter(&self) -> Option<&str> {
-        (self.kind == Kind::InDomain).then_some(self.task.as_str())
+        self.kind.has_own_adapter().then_some(self.task.as_str())
     }
 
     pub fn expected_text(&self) -> String {
@@ -81,12 +97,15 @@ pub struct ItemCounts {
     pub per_in_domain_task: usize,
     pub per_ood_task: usize,
     pub composite: usize,
+    /// Wild prompts per in-domain task, spread over its file; more than it holds: all.
+    #[serde(default)]
+    pub per_wild_task: usize,
 }
 
 /// Seed of the evaluation prompts (test split, so apart from training by template too).
 pub const EVAL_SEED: u64 = 7_777;
 
-pub fn build_items(suite: &Suite, counts: &ItemCounts) -> Vec<Item> {
+pub fn build_items(suite: &Suite, counts: &ItemCounts) -> anyhow::Result<Vec<Item>> {
     let mut items = Vec::new();
     for (kind, tasks, n) in [
         (Kind::InDomain, &suite.in_domain, counts.per_in_domain_task),
@@ -116,5 +135,23 @@ pub fn build_items(suite: &Suite, counts: &ItemCounts) -> Vec<Item> {
             expected: Expected::Parts(c),
         });
     }
-    items
+    for task in &suite.in_domain {
+        let wild = suite.wild(task.name())?;
+        for e in spread(&wild, counts.per_wild_task) {
+            items.push(Item {
+                kind: Kind::Wild,
+                task: task.name().to_string(),
+                prompt: e.prompt.clone(),
+                expected: Expected::One(e.answer.clone()),
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// `n` of `all` at evenly spaced positions (all of them when `n` covers it): a small
+/// sample still spans the whole file, not only its first lines' wording.
+pub fn spread<T>(all: &[T], n: usize) -> impl Iterator<Item = &T> {
+    let take = n.min(all.len());
+    (0..take).map(move |i| &all[i * all.len() / take])
 }

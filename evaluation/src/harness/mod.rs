@@ -1,5 +1,6 @@
 //! The offline evaluation harness: every routing strategy on the suite's test prompts, the
-//! way the LoraRetriever and MeteoRA papers compare them.
+//! way the LoraRetriever and MeteoRA papers compare them, and on the hand-written wild
+//! prompts of the same tasks (does routing, and do the adapters, hold off the templates?).
 //!
 //! The run is model-agnostic: a [`Retriever`] ranks adapters for a prompt and a
 //! [`Generator`] answers prompts under adapter mixtures. [`model::ZooModel`] implements
@@ -76,6 +77,7 @@ impl EvalConfig {
                 per_in_domain_task: 6,
                 per_ood_task: 4,
                 composite: 8,
+                per_wild_task: 3,
             },
             batch: 48,
             quick: true,
@@ -92,6 +94,7 @@ impl EvalConfig {
                 per_in_domain_task: 40,
                 per_ood_task: 24,
                 composite: 40,
+                per_wild_task: usize::MAX,
             },
             batch: 48,
             quick: false,
@@ -112,7 +115,7 @@ pub fn run(
     generator: &mut dyn Generator,
 ) -> anyhow::Result<EvalResults> {
     let started = Instant::now();
-    let mut items = build_items(suite, &config.counts);
+    let mut items = build_items(suite, &config.counts)?;
     if let Some(tasks) = &config.tasks {
         items.retain(|i| i.task.split('+').any(|t| tasks.iter().any(|w| w == t)));
     }
@@ -196,6 +199,8 @@ pub fn run(
         retrieval: retrieval.rows,
         retrieval_top1: retrieval.top1,
         retrieval_top3: retrieval.top3,
+        retrieval_wild_top1: retrieval.wild_top1,
+        retrieval_wild_top3: retrieval.wild_top3,
         composite_candidates_both: retrieval.composite_both,
         averages: average_rows(&scores),
         scores,
@@ -208,7 +213,8 @@ pub fn run(
 }
 
 /// Which items each strategy answers: the headline strategies everywhere (the oracle only
-/// in-domain), single adapters on out-of-domain and composite prompts.
+/// where a prompt has its own adapter), single adapters on out-of-domain and composite
+/// prompts.
 fn work_plan(items: &[Item], zoo: &[String], config: &EvalConfig) -> Vec<(Strategy, Vec<usize>)> {
     let mut plan: Vec<(Strategy, Vec<usize>)> = Vec::new();
     let of_kind = |pred: &dyn Fn(Kind) -> bool| -> Vec<usize> {
@@ -216,7 +222,7 @@ fn work_plan(items: &[Item], zoo: &[String], config: &EvalConfig) -> Vec<(Strate
     };
     for s in Strategy::headline(true) {
         let idx = if s == Strategy::Oracle {
-            of_kind(&|k| k == Kind::InDomain)
+            of_kind(&|k| k.has_own_adapter())
         } else {
             of_kind(&|_| true)
         };
@@ -229,7 +235,7 @@ fn work_plan(items: &[Item], zoo: &[String], config: &EvalConfig) -> Vec<(Strate
         for id in zoo {
             plan.push((
                 Strategy::Single(id.clone()),
-                of_kind(&|k| k != Kind::InDomain),
+                of_kind(&|k| matches!(k, Kind::OutOfDomain | Kind::Composite)),
             ));
         }
     }
@@ -240,12 +246,15 @@ fn work_plan(items: &[Item], zoo: &[String], config: &EvalConfig) -> Vec<(Strate
     plan
 }
 
-/// Retrieval accuracy on in-domain test prompts, per task and overall.
+/// Retrieval accuracy on in-domain test prompts, per task and overall, and on wild prompts
+/// overall.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetrievalSummary {
     pub rows: Vec<RetrievalRow>,
     pub top1: f64,
     pub top3: f64,
+    pub wild_top1: f64,
+    pub wild_top3: f64,
     /// Composite prompts whose candidates include the adapters of both parts (what a
     /// per-token gate over the candidates needs).
     pub composite_both: f64,
@@ -257,7 +266,7 @@ pub fn evaluate_retrieval(
     counts: &ItemCounts,
     retriever: &dyn Retriever,
 ) -> anyhow::Result<RetrievalSummary> {
-    let items = build_items(suite, counts);
+    let items = build_items(suite, counts)?;
     let retrieved = retrieve_all(&items, retriever)?;
     Ok(retrieval_summary(&items, &retrieved))
 }
@@ -274,18 +283,20 @@ fn retrieve_all(
 }
 
 fn retrieval_summary(items: &[Item], retrieved: &[Vec<(String, f32)>]) -> RetrievalSummary {
-    let in_domain: Vec<usize> = (0..items.len())
-        .filter(|&i| items[i].kind == Kind::InDomain)
-        .collect();
+    let of_kind = |kind| -> Vec<usize> {
+        (0..items.len())
+            .filter(|&i| items[i].kind == kind)
+            .collect()
+    };
+    let (in_domain, wild) = (of_kind(Kind::InDomain), of_kind(Kind::Wild));
     let hit = |i: &usize, k: usize| {
         retrieved[*i]
             .iter()
             .take(k)
             .any(|(id, _)| *id == items[*i].task)
     };
-    let composites: Vec<usize> = (0..items.len())
-        .filter(|&i| items[i].kind == Kind::Composite)
-        .collect();
+    let accuracy = |of: &[usize], k| ratio(of.iter().filter(|i| hit(i, k)).count(), of.len());
+    let composites = of_kind(Kind::Composite);
     let both = composites
         .iter()
         .filter(|&&i| {
@@ -298,14 +309,10 @@ fn retrieval_summary(items: &[Item], retrieved: &[Vec<(String, f32)>]) -> Retrie
     RetrievalSummary {
         composite_both: ratio(both, composites.len()),
         rows: retrieval_rows(items, retrieved),
-        top1: ratio(
-            in_domain.iter().filter(|i| hit(i, 1)).count(),
-            in_domain.len(),
-        ),
-        top3: ratio(
-            in_domain.iter().filter(|i| hit(i, 3)).count(),
-            in_domain.len(),
-        ),
+        top1: accuracy(&in_domain, 1),
+        top3: accuracy(&in_domain, 3),
+        wild_top1: accuracy(&wild, 1),
+        wild_top3: accuracy(&wild, 3),
     }
 }
 

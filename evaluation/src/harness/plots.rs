@@ -49,8 +49,10 @@ pub fn write_all(r: &EvalResults, dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-const KIND_COLORS: [RGBColor; 3] = [
+/// One per [`Kind::ALL`], in its order.
+const KIND_COLORS: [RGBColor; 4] = [
     RGBColor(31, 119, 180),
+    RGBColor(148, 103, 189),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
 ];

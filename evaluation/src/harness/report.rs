@@ -13,7 +13,8 @@ pub fn markdown(r: &EvalResults, plots: &[String]) -> String {
     let _ = writeln!(
         md,
         "# loramux evaluation ({} run)\n\nSuite `{}`, {} zoo adapters, {:.0} s. Exact match in %, \
-         averaged over tasks (composite prompts: per part). Regenerate with \
+         averaged over tasks (composite prompts: per part). Wild: the in-domain tasks asked in \
+         hand-written wording no template produces. Regenerate with \
          `loramux eval{} --report DIR`.\n",
         if r.quick { "quick" } else { "full" },
         r.suite,
@@ -34,7 +35,7 @@ pub fn markdown(r: &EvalResults, plots: &[String]) -> String {
         );
     }
 
-    md.push_str("\n## Exact match by strategy\n\n| strategy | in-domain | out-of-domain | composite |\n|---|---:|---:|---:|\n");
+    md.push_str("\n## Exact match by strategy\n\n| strategy | in-domain | wild | out-of-domain | composite |\n|---|---:|---:|---:|---:|\n");
     let mut strategies: Vec<String> = r.strategies.clone();
     for kind in [Kind::OutOfDomain, Kind::Composite] {
         if let Some((id, _)) = r.best_single(kind) {
@@ -51,20 +52,23 @@ pub fn markdown(r: &EvalResults, plots: &[String]) -> String {
         } else {
             s.clone()
         };
-        let _ = writeln!(
-            md,
-            "| {label} | {} | {} | {} |",
-            cell(Kind::InDomain),
-            cell(Kind::OutOfDomain),
-            cell(Kind::Composite)
-        );
+        let cells: Vec<String> = Kind::ALL.into_iter().map(cell).collect();
+        let _ = writeln!(md, "| {label} | {} |", cells.join(" | "));
     }
 
     for (kind, title) in [
         (Kind::InDomain, "In-domain exact match per task"),
+        (
+            Kind::Wild,
+            "Wild exact match per task (hand-written prompts)",
+        ),
         (Kind::OutOfDomain, "Out-of-domain exact match per task"),
     ] {
-        let cols: Vec<String> = if kind == Kind::InDomain {
+        // Results from before the wild split have no wild rows: no empty section for them.
+        if kind == Kind::Wild && !r.scores.iter().any(|s| s.kind == kind) {
+            continue;
+        }
+        let cols: Vec<String> = if kind.has_own_adapter() {
             r.strategies.clone()
         } else {
             let mut c: Vec<String> = r
@@ -114,15 +118,24 @@ pub fn markdown(r: &EvalResults, plots: &[String]) -> String {
         }
     }
 
-    let _ = writeln!(
+    let _ = write!(
         md,
         "\n## Retrieval accuracy (in-domain test prompts, held-out instruction templates)\n\n\
          Overall: top-1 {} %, top-3 {} %. Composite prompts with both parts' adapters among \
-         the candidates: {} %.\n\n| task | prompts | top-1 | top-3 |\n|---|---:|---:|---:|",
+         the candidates: {} %.",
         pct(r.retrieval_top1),
         pct(r.retrieval_top3),
         pct(r.composite_candidates_both)
     );
+    if r.scores.iter().any(|s| s.kind == Kind::Wild) {
+        let _ = write!(
+            md,
+            " Wild prompts (same tasks, hand-written wording): top-1 {} %, top-3 {} %.",
+            pct(r.retrieval_wild_top1),
+            pct(r.retrieval_wild_top3)
+        );
+    }
+    md.push_str("\n\n| task | prompts | top-1 | top-3 |\n|---|---:|---:|---:|\n");
     for row in &r.retrieval {
         let _ = writeln!(
             md,

@@ -80,6 +80,11 @@ pub struct EvalResults {
     pub retrieval: Vec<RetrievalRow>,
     pub retrieval_top1: f64,
     pub retrieval_top3: f64,
+    /// Retrieval on the hand-written wild prompts of the same tasks.
+    #[serde(default)]
+    pub retrieval_wild_top1: f64,
+    #[serde(default)]
+    pub retrieval_wild_top3: f64,
     /// Composite prompts whose retrieved candidates hold both parts' adapters.
     #[serde(default)]
     pub composite_candidates_both: f64,
@@ -313,6 +318,8 @@ mod tests {
             retrieval: vec![],
             retrieval_top1: 0.96,
             retrieval_top3: 1.0,
+            retrieval_wild_top1: 0.9,
+            retrieval_wild_top3: 1.0,
             composite_candidates_both: 1.0,
             scores: vec![],
             averages: vec![

@@ -20,6 +20,7 @@ fn counts() -> ItemCounts {
         per_in_domain_task: 4,
         per_ood_task: 3,
         composite: 4,
+        per_wild_task: 5,
     }
 }
 
@@ -34,6 +35,7 @@ struct FakeModel {
 impl FakeModel {
     fn new(suite: &Suite) -> Self {
         let truth = build_items(suite, &counts())
+            .unwrap()
             .into_iter()
             .map(|i| (i.prompt.clone(), (i.task.clone(), i.expected.clone())))
             .collect();
@@ -219,6 +221,9 @@ fn report_and_plots_are_written() {
     for needle in [
         "## Targets",
         "| oracle | 100.0 |",
+        "| strategy | in-domain | wild | out-of-domain | composite |",
+        "## Wild exact match per task",
+        "Wild prompts (same tasks, hand-written wording): top-1",
         "| sort_numbers |",
         "min_number",
         "accuracy_by_strategy.png",
@@ -239,4 +244,121 @@ fn report_and_plots_are_written() {
         (&r.scores, &r.averages, &r.strategies, &r.samples)
     );
     assert_eq!((&back.retrieval, &back.zoo), (&r.retrieval, &r.zoo));
+}
+
+/// Answers right exactly the prompts a wild file holds: a wild cell that fell back to
+/// generated test prompts (or to none) scores 0 here instead of 1.
+struct AnswersOnlyWildPrompts {
+    wild: HashMap<String, String>,
+}
+
+impl Generator for AnswersOnlyWildPrompts {
+    fn generate(&mut self, jobs: &[Job]) -> anyhow::Result<Vec<Generated>> {
+        Ok(jobs
+            .iter()
+            .map(|job| Generated {
+                text: self.wild.get(&job.prompt).cloned().unwrap_or_default(),
+                tokens: 1,
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn the_wild_cells_score_the_committed_prompts() {
+    let suite = tiny_suite();
+    let committed: Vec<(String, crate::tasks::Example)> = suite
+        .in_domain
+        .iter()
+        .flat_map(|t| {
+            let name = t.name().to_string();
+            suite
+                .wild(&name)
+                .unwrap()
+                .into_iter()
+                .map(move |e| (name.clone(), e))
+        })
+        .collect();
+    let mut model = AnswersOnlyWildPrompts {
+        wild: committed
+            .iter()
+            .map(|(_, e)| (e.prompt.clone(), e.answer.clone()))
+            .collect(),
+    };
+    let retriever = FakeRetriever {
+        flip: std::cell::Cell::new(false),
+    };
+    let r = run(&suite, &zoo(), &config(), &retriever, &mut model).unwrap();
+    for s in ["base", "oracle", "retrieval_top1", "uniform", "gate_top2"] {
+        assert_eq!(r.average(s, Kind::Wild), Some(1.0), "{s}");
+        assert_eq!(r.average(s, Kind::InDomain), Some(0.0), "{s}");
+    }
+    for task in ["sort_numbers", "iso_date"] {
+        let row = r
+            .scores
+            .iter()
+            .find(|s| s.strategy == "oracle" && s.kind == Kind::Wild && s.task == task)
+            .unwrap_or_else(|| panic!("no wild oracle row for {task}"));
+        assert_eq!(row.total, counts().per_wild_task, "{task}");
+    }
+    assert!(
+        !r.scores
+            .iter()
+            .any(|s| s.kind == Kind::Wild && s.strategy.starts_with("single:")),
+        "single adapters run only where no adapter is the prompt's own"
+    );
+}
+
+#[test]
+fn wild_items_are_a_spread_sample_of_the_committed_prompts() {
+    let suite = tiny_suite();
+    let quick = EvalConfig::quick().counts;
+    assert!((1..=5).contains(&quick.per_wild_task), "quick stays quick");
+    for (counts, whole) in [(quick, false), (EvalConfig::full().counts, true)] {
+        let items = build_items(&suite, &counts).unwrap();
+        for task in ["sort_numbers", "iso_date"] {
+            let committed: Vec<String> = suite
+                .wild(task)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.prompt)
+                .collect();
+            let wild: Vec<&str> = items
+                .iter()
+                .filter(|i| i.kind == Kind::Wild && i.task == task)
+                .map(|i| i.prompt.as_str())
+                .collect();
+            if whole {
+                assert_eq!(
+                    wild, committed,
+                    "{task}: the full run scores every wild prompt"
+                );
+            } else {
+                assert_eq!(wild.len(), quick.per_wild_task, "{task}");
+                assert!(wild.iter().all(|p| committed.iter().any(|c| c == p)));
+                assert_eq!(wild[0], committed[0]);
+                let last = committed.iter().position(|c| c == wild[wild.len() - 1]);
+                assert!(
+                    last.unwrap() > committed.len() / 2,
+                    "{task}: not only the first lines"
+                );
+            }
+            let test = suite.task(task).unwrap().generate(
+                crate::tasks::Split::Test,
+                items::EVAL_SEED,
+                200,
+            );
+            assert!(
+                wild.iter().all(|p| test.iter().all(|e| e.prompt != *p)),
+                "{task}"
+            );
+        }
+    }
+    let all: Vec<u32> = (0..10).collect();
+    assert_eq!(
+        items::spread(&all, 3).copied().collect::<Vec<_>>(),
+        [0, 3, 6]
+    );
+    assert_eq!(items::spread(&all, 50).count(), 10);
+    assert_eq!(items::spread(&all, 0).count(), 0);
 }

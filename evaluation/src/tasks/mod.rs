@@ -6,7 +6,8 @@
 //! prompts are paraphrases the router has never seen) and a generator of short inputs with
 //! one exact answer. Generation is a pure function of `(task name, split, seed, n)`. The
 //! out-of-domain tasks get no adapter; each is related to one in-domain task. Composite
-//! prompts ask for two in-domain tasks at once and are scored per part.
+//! prompts ask for two in-domain tasks at once and are scored per part. The [`wild`] prompts
+//! are written by hand, not generated: evaluation only.
 
 mod composite;
 mod extraction;
@@ -15,6 +16,7 @@ mod numbers;
 mod ood;
 pub mod scoring;
 mod template;
+pub mod wild;
 mod words;
 
 #[cfg(test)]
@@ -115,6 +117,16 @@ impl Suite {
     /// tasks and joins of their own, never an evaluation prompt's phrasing.
     pub fn composite_for_training(&self, seed: u64, n: usize) -> Vec<CompositeExample> {
         composite::generate(&self.in_domain, Split::Train, seed, n)
+    }
+
+    /// The hand-written [`wild`] prompts of the in-domain task `name`, in file order; empty
+    /// for any other name. For evaluation only.
+    pub fn wild(&self, name: &str) -> anyhow::Result<Vec<Example>> {
+        if self.in_domain.iter().any(|t| t.name() == name) {
+            wild::examples(name)
+        } else {
+            Ok(Vec::new())
+        }
     }
 }
 
